@@ -1,0 +1,2 @@
+//! edgefleet-edge: the caching reverse proxy each region runs.
+fn main() {}

@@ -1,0 +1,2 @@
+//! edgefleet-operator.
+fn main() {}

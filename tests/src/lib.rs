@@ -1,0 +1,1 @@
+//! The local control-plane harness shared by the end-to-end tests.
