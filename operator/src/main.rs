@@ -1,2 +1,250 @@
-//! edgefleet-operator.
-fn main() {}
+//! `edgefleet-operator`: runs the controllers, or (`crdgen`) prints the CRDs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use edgefleet_operator::controller::{self, Context, Settings};
+use edgefleet_operator::server::{self, Health};
+use edgefleet_operator::telemetry::{self, LogFormat, Metrics};
+use edgefleet_operator::{Error, api};
+use futures::FutureExt;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "edgefleet-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (the default).
+    Run,
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into `--out`.
+    Crdgen {
+        /// Directory to write `<plural>.<group>.yaml` files into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "EDGEFLEET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log filter, e.g. `info` or `edgefleet_operator=debug`.
+    #[arg(long, env = "EDGEFLEET_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "EDGEFLEET_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Take the leader Lease before reconciling, so that only one replica writes.
+    #[arg(long, env = "EDGEFLEET_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "edgefleet-system")]
+    lease_namespace: String,
+    /// This replica's name, in the Lease and in Events.
+    #[arg(long, env = "POD_NAME", default_value = "edgefleet-operator")]
+    identity: String,
+    /// Node label holding the region name.
+    #[arg(
+        long,
+        env = "EDGEFLEET_REGION_LABEL",
+        default_value = "topology.kubernetes.io/region"
+    )]
+    region_label: String,
+    /// Node label holding the zone name.
+    #[arg(
+        long,
+        env = "EDGEFLEET_ZONE_LABEL",
+        default_value = "topology.kubernetes.io/zone"
+    )]
+    zone_label: String,
+    /// Edge image used unless a Distribution names its own.
+    #[arg(
+        long,
+        env = "EDGEFLEET_EDGE_IMAGE",
+        default_value = "ghcr.io/edgefleet/edge:0.1.0"
+    )]
+    edge_image: String,
+}
+
+const LEASE_NAME: &str = "edgefleet-operator-leader";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crdgen { out }) => crdgen(out),
+        Some(Command::Run) | None => {
+            telemetry::init_logging(cli.run.log_format, &cli.run.log_level);
+            match run(cli.run).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn crdgen(out: Option<PathBuf>) -> ExitCode {
+    for crd in api::crds() {
+        let yaml = match serde_yaml::to_string(&crd) {
+            Ok(yaml) => yaml,
+            Err(error) => {
+                eprintln!("could not render CRD {:?}: {error}", crd.metadata.name);
+                return ExitCode::FAILURE;
+            }
+        };
+        match &out {
+            None => print!("---\n{yaml}"),
+            Some(dir) => {
+                let path = dir.join(format!("{}.yaml", crd.metadata.name.unwrap_or_default()));
+                if let Err(error) = std::fs::write(&path, yaml) {
+                    eprintln!("could not write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run(args: RunArgs) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        .boxed()
+        .shared()
+    };
+
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        health.clone(),
+        metrics.clone(),
+        stopped(),
+    ));
+
+    let settings = Settings {
+        region_label: args.region_label,
+        zone_label: args.zone_label,
+        edge_image: args.edge_image,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        args.identity.clone(),
+    ));
+
+    let result = if args.leader_elect {
+        let lease = LeaseManagerBuilder::new(client, LEASE_NAME)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&args.identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leading, lease_task) = lease.watch().await;
+        // Followers are healthy and ready: they only wait for the Lease.
+        health.set_ready();
+        tracing::info!(lease = LEASE_NAME, identity = %args.identity, "waiting for leadership");
+        let became_leader = tokio::select! {
+            _ = stopped() => false,
+            changed = leading.wait_for(|leader| *leader) => changed.is_ok(),
+        };
+        let outcome = if became_leader {
+            tracing::info!("became leader");
+            metrics.set_leader(true);
+            lead(ctx, &mut leading, stopped).await
+        } else {
+            Ok(())
+        };
+        drop(leading);
+        // The lease task releases the Lease once its channel is closed, so the next leader need
+        // not wait for it to expire.
+        let _ = lease_task.await;
+        outcome
+    } else {
+        metrics.set_leader(true);
+        health.set_ready();
+        controller::run(ctx, stopped()).await;
+        Ok(())
+    };
+    let _ = server.await;
+    result
+}
+
+/// Runs the controllers while this replica leads; losing the Lease stops them at once.
+async fn lead<F, Fut>(
+    ctx: Arc<Context>,
+    leading: &mut watch::Receiver<bool>,
+    stopped: F,
+) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+{
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let stop_or_lost = {
+        let stop = stopped();
+        async move {
+            let mut lost = lost_rx;
+            tokio::select! {
+                _ = stop => {},
+                _ = lost.wait_for(|lost| *lost) => {},
+            }
+        }
+    };
+    let controllers = controller::run(ctx, stop_or_lost.boxed().shared());
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => Ok(()),
+        _ = leading.wait_for(|leader| !*leader) => {
+            tracing::error!("lost leadership; stopping controllers");
+            let _ = lost_tx.send(true);
+            controllers.await;
+            Err(Error::LeadershipLost)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,137 @@
+//! The reconcile loops: the only code that writes to the Kubernetes API.
+
+mod backoff;
+mod distribution;
+mod invalidation;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::telemetry::Metrics;
+pub use backoff::Backoff;
+
+/// The field manager every server-side apply of this operator uses.
+pub const FIELD_MANAGER: &str = "edgefleet-operator";
+
+/// Settings from the chart that shape what the operator renders.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Node label holding the region name.
+    pub region_label: String,
+    /// Node label holding the zone name.
+    pub zone_label: String,
+    /// Edge image used unless a Distribution overrides it.
+    pub edge_image: String,
+}
+
+/// What every reconcile pass gets.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Events on the objects we reconcile.
+    pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Arc<Metrics>,
+    /// Chart settings.
+    pub settings: Settings,
+    /// Per-object retry delays after failures.
+    pub backoff: Backoff,
+}
+
+impl Context {
+    /// A context for this operator instance; `instance` names it in Events (the pod name).
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            settings,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves; they finish their in-flight passes first.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let distributions = distribution::controller(ctx.clone(), shutdown.clone())
+        .for_each(|_| futures::future::ready(()));
+    let invalidations =
+        invalidation::controller(ctx, shutdown).for_each(|_| futures::future::ready(()));
+    futures::join!(distributions, invalidations);
+}
+
+/// `namespace/name` of an object, for logs and backoff keys.
+fn object_key<K: kube::Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Shared error policy: count the failure, log it, retry with per-object exponential backoff.
+fn error_policy<K>(
+    obj: Arc<K>,
+    error: &crate::Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let kind = kind_name::<K>();
+    let key = object_key(obj.as_ref());
+    ctx.metrics.failed(kind, error);
+    let delay = ctx
+        .backoff
+        .failed(&key)
+        .max(error.requeue_after().min(std::time::Duration::from_secs(1)));
+    tracing::warn!(%kind, object = %key, %error, retry_in = ?delay, "reconcile failed");
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+fn kind_name<K: kube::Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Distribution" => "Distribution",
+        "Invalidation" => "Invalidation",
+        _ => "Other",
+    }
+}
+
+/// Server-side applies `status` to the status subresource of `name`, as the one field manager.
+async fn apply_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> crate::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let status = serde_json::to_value(status).map_err(|source| crate::Error::Serialize {
+        what: "status",
+        source,
+    })?;
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &kube::api::Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! edgefleet's operator: turns `Distribution` manifests into regional fleets of caching edges and
+//! carries out `Invalidation`s.
+//!
+//! - [`api`]: the CRD types (no I/O);
+//! - [`controller`]: the reconcile loops, the only code that talks to the Kubernetes API;
+//! - [`telemetry`]: logging and Prometheus metrics;
+//! - [`server`]: the health and metrics HTTP endpoint.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod controller;
+mod error;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, Result};
