@@ -99,18 +99,18 @@ async fn main() -> ExitCode {
 }
 
 fn crdgen(out: Option<PathBuf>) -> ExitCode {
-    for crd in api::crds() {
-        let yaml = match serde_yaml::to_string(&crd) {
-            Ok(yaml) => yaml,
-            Err(error) => {
-                eprintln!("could not render CRD {:?}: {error}", crd.metadata.name);
-                return ExitCode::FAILURE;
-            }
-        };
+    let files = match api::crd_files() {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("could not render the CRDs: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (name, yaml) in files {
         match &out {
             None => print!("---\n{yaml}"),
             Some(dir) => {
-                let path = dir.join(format!("{}.yaml", crd.metadata.name.unwrap_or_default()));
+                let path = dir.join(name);
                 if let Err(error) = std::fs::write(&path, yaml) {
                     eprintln!("could not write {}: {error}", path.display());
                     return ExitCode::FAILURE;

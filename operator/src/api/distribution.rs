@@ -77,13 +77,12 @@ pub struct DistributionSpec {
 
     /// Host names the edges answer for. Empty: any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
-    #[x_kube(validation = Rule::new("self.all(a, a.matches('^(\\\\*\\\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))")
-        .message("aliases must be lower-case DNS names, optionally starting with '*.'"))]
+    #[schemars(length(max = 100), inner(length(max = 253), regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")))]
     pub aliases: Vec<String>,
 
     /// The object served for a request to `/`, e.g. `index.html`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("!self.startsWith('/') && size(self) > 0")
         .message("defaultRootObject is an object name such as index.html, without a leading '/'"))]
     pub default_root_object: Option<String>,
@@ -138,6 +137,7 @@ pub struct S3Origin {
     /// Endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://minio.storage:9000`.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
         .message("s3.endpoint must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
     pub endpoint: String,
     /// Bucket name.
     #[schemars(length(min = 3, max = 63))]
@@ -176,6 +176,7 @@ pub struct HttpOrigin {
     /// Base URL; the request path is appended to it.
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
         .message("http.url must be an http:// or https:// URL"))]
+    #[schemars(length(max = 2048))]
     pub url: String,
     /// Time allowed to open a connection.
     #[serde(default = "default_connect_timeout")]
@@ -198,8 +199,10 @@ pub struct OriginGroup {
     )]
     pub name: String,
     /// The origin tried first.
+    #[schemars(length(min = 1, max = 63))]
     pub primary: String,
     /// The origin tried when the primary answers a failover status or cannot be reached.
+    #[schemars(length(min = 1, max = 63))]
     pub secondary: String,
     /// Statuses from the primary that trigger failover (GET, HEAD and OPTIONS only).
     #[serde(default = "default_failover_statuses")]
@@ -362,6 +365,7 @@ pub struct ErrorResponse {
     pub error_caching_min_ttl_seconds: u32,
     /// Path of a custom page (served through the same Distribution) that replaces the body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("responsePagePath must start with '/'"))]
     pub response_page_path: Option<String>,
     /// Status sent to the viewer with the custom page.
@@ -395,6 +399,7 @@ pub struct Region {
 #[serde(rename_all = "camelCase")]
 pub struct OriginShield {
     /// One of `spec.regions`.
+    #[schemars(length(min = 1, max = 50))]
     pub region: String,
 }
 
@@ -435,6 +440,7 @@ pub struct UploadAcceleration {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// The s3 origin uploads are written to.
+    #[schemars(length(min = 1, max = 63))]
     pub target_origin: String,
     /// Secret in this namespace whose entries are the client access keys uploads are verified
     /// against: key = access key id, value = secret access key.

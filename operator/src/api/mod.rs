@@ -24,3 +24,15 @@ pub const GROUP: &str = "edgefleet.io";
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![Distribution::crd(), Invalidation::crd()]
 }
+
+/// The generated CRD files: `(<plural>.<group>.yaml, YAML text)`. `crds/` and the chart's `crds/`
+/// hold exactly these.
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or_default());
+            Ok((name, serde_yaml::to_string(&crd)?))
+        })
+        .collect()
+}
