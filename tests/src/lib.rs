@@ -1,1 +1,17 @@
-//! The local control-plane harness shared by the end-to-end tests.
+//! The local test infrastructure shared by the end-to-end tests: a real Kubernetes control plane
+//! with simulated nodes ([`cluster`]), a real S3-compatible store ([`s3`]), and the small
+//! utilities they need ([`wait`], [`process`], [`tools`]).
+
+pub mod binaries;
+pub mod cluster;
+pub mod error;
+pub mod operator;
+pub mod process;
+pub mod s3;
+pub mod tools;
+pub mod wait;
+
+pub use cluster::Cluster;
+pub use error::{Error, Result};
+pub use s3::S3Server;
+pub use wait::wait_for;

@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# A local, secure, RBAC-enabled Kubernetes control plane with simulated (KWOK) nodes.
+#
+#   cluster.sh up --dir DIR [--watch-pid PID] [--timeout SECONDS] [--remove-dir]
+#       Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
+#       127.0.0.1 (free ports), creates the simulated nodes, writes DIR/kubeconfig (admin),
+#       DIR/env (source it) and, once everything is ready, DIR/ready. Stays in the foreground and
+#       tears everything down on exit, on SIGINT/SIGTERM, when a component dies, and when the
+#       process PID (--watch-pid) is gone. --timeout bounds the start-up once the tools are
+#       built (default 180 s); --remove-dir deletes DIR after a clean stop (kept after failures).
+#   cluster.sh down --dir DIR
+#       Stops the cluster running in DIR and waits until it is gone.
+#
+# Tools come from tools.sh (built and cached on first use).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# Simulated topology: every region has zones <region>-a and <region>-b, two nodes per zone.
+REGIONS=(eu-west us-east ap-south)
+ZONE_SUFFIXES=(a b)
+NODES_PER_ZONE=2
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+declare -A PIDS=()
+ORDER=()
+# Children die with this script even if it is SIGKILLed (parent-death signal), when possible.
+PDEATH=()
+if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then PDEATH=(setpriv --pdeathsig SIGKILL --); fi
+
+start_component() {
+  local name=$1
+  shift
+  "${PDEATH[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  ORDER+=("$name")
+}
+
+# True while PID runs; an exited child that bash has not reaped yet (a zombie) does not count.
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
+alive() { running "${PIDS[$1]}"; }
+
+# Fails with the component's log tail if it has exited.
+check_alive() {
+  local name
+  for name in "$@"; do
+    if ! alive "$name"; then
+      tail -n 30 "$DIR/logs/$name.log" >&2 || true
+      die "$name exited unexpectedly (log: $DIR/logs/$name.log)"
+    fi
+  done
+}
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  rm -f "$DIR/ready"
+  # Stop in reverse start order, each given a few seconds to exit cleanly: clients first, so the
+  # apiserver and etcd have no open watches left to drain.
+  local i name pid deadline
+  for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do
+    name=${ORDER[i]}
+    pid=${PIDS[$name]}
+    kill -TERM "$pid" 2>/dev/null || continue
+    deadline=$((SECONDS + 5))
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
+    if running "$pid"; then
+      log "killing $name: it ignored SIGTERM for 5s"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$DIR/etcd-data"
+  rm -f "$DIR/pid"
+  # A requested stop removes the directory when asked to; a failure keeps it for its logs.
+  if [[ $REMOVE_DIR == 1 ]] && { ((rc == 0)) || [[ $STOPPING == 1 ]]; }; then
+    rm -rf "$DIR"
+    log "stopped"
+  elif ((${#ORDER[@]} > 0)); then
+    log "stopped (logs kept in $DIR/logs)"
+  fi
+  exit "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Ports: random in 20000-31999 (below the kernel's ephemeral range), not listened on, unique.
+
+declare -A TAKEN_PORTS=()
+free_port() {
+  local var=$1 p _
+  for _ in $(seq 500); do
+    p=$((20000 + RANDOM % 12000))
+    [[ -z ${TAKEN_PORTS[$p]:-} ]] || continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      TAKEN_PORTS[$p]=1
+      printf -v "$var" '%s' "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Certificates: a CA, the apiserver's serving cert, one client cert per identity, the SA key.
+
+gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+gen_ca() {
+  gen_key "$PKI/ca.key"
+  openssl req -x509 -new -key "$PKI/ca.key" -out "$PKI/ca.crt" -days 3650 \
+    -subj "/CN=edgefleet-local-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+}
+
+# gen_cert NAME SUBJECT EXTENSIONS
+gen_cert() {
+  local name=$1 subj=$2 ext=$3
+  gen_key "$PKI/$name.key"
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  printf '%s\n' "$ext" >"$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -set_serial "0x$(openssl rand -hex 12)" -days 365 -extfile "$PKI/$name.ext" \
+    -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+gen_pki() {
+  mkdir -p "$PKI"
+  gen_ca
+  gen_cert apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$SERVICE_IP"
+  local client="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  gen_cert admin "/O=system:masters/CN=edgefleet-admin" "$client"
+  gen_cert controller-manager "/CN=system:kube-controller-manager" "$client"
+  gen_cert scheduler "/CN=system:kube-scheduler" "$client"
+  # Service-account tokens are signed with RSA, as on real clusters.
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
+  openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+}
+
+# write_kubeconfig FILE USER CERT_NAME: credentials are embedded so the file stands alone.
+write_kubeconfig() {
+  local file=$1 user=$2 cert=$3
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: edgefleet-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 <"$PKI/$cert.crt")
+    client-key-data: $(base64 -w0 <"$PKI/$cert.key")
+contexts:
+- name: edgefleet-local
+  context:
+    cluster: edgefleet-local
+    user: $user
+    namespace: default
+current-context: edgefleet-local
+EOF
+  chmod 600 "$file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Waiting
+
+# wait_until WHAT COMPONENT... -- COMMAND...: polls COMMAND until it succeeds or the deadline
+# passes, failing early if one of the components it depends on has died.
+wait_until() {
+  local what=$1
+  shift
+  local components=()
+  while [[ $1 != -- ]]; do
+    components+=("$1")
+    shift
+  done
+  shift
+  while ! "$@" >/dev/null 2>&1; do
+    check_alive "${components[@]}"
+    ((SECONDS < DEADLINE)) || die "timed out waiting for $what (logs: $DIR/logs)"
+    sleep 0.2
+  done
+}
+
+api_get() {
+  curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT$1"
+}
+
+kctl() { kubectl --kubeconfig "$DIR/kubeconfig" "$@"; }
+
+nodes_ready() {
+  local ready
+  ready=$(kctl get nodes -l edgefleet.io/simulated=true \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
+    grep -c '^True$' || true)
+  ((ready == NODE_COUNT))
+}
+
+# ---------------------------------------------------------------------------------------------
+# Nodes
+
+node_manifests() {
+  local region suffix zone n name i=0
+  for region in "${REGIONS[@]}"; do
+    for suffix in "${ZONE_SUFFIXES[@]}"; do
+      zone=$region-$suffix
+      for ((n = 0; n < NODES_PER_ZONE; n++)); do
+        name=kwok-$zone-$n
+        i=$((i + 1))
+        cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+  annotations:
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: $name
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    node.kubernetes.io/instance-type: kwok
+    topology.kubernetes.io/region: $region
+    topology.kubernetes.io/zone: $zone
+    edgefleet.io/simulated: "true"
+spec: {}
+status:
+  addresses:
+  - type: InternalIP
+    address: $NODE_IP_PREFIX.$i
+  - type: Hostname
+    address: $name
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
+EOF
+      done
+    done
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+CONTROLLERS=(
+  # Workloads and what the operator creates.
+  deployment replicaset statefulset daemonset job cronjob ttl-after-finished disruption
+  endpointslice endpointslice-mirroring endpoints
+  # Namespaces (tests isolate by namespace), garbage collection through ownerReferences.
+  namespace garbage-collector pod-garbage-collector resourcequota
+  # Service accounts, their tokens, the root CA ConfigMap every pod mounts, aggregated roles.
+  serviceaccount serviceaccount-token root-ca-certificate-publisher clusterrole-aggregation
+  # Deliberately absent: node-lifecycle and taint-eviction (they would evict pods from simulated
+  # nodes that send no heartbeats), and everything about volumes, clouds and node IPAM.
+)
+
+cmd_up() {
+  [[ -z ${WATCH_PID:-} ]] || kill -0 "$WATCH_PID" 2>/dev/null || die "--watch-pid $WATCH_PID is not running"
+  mkdir -p "$DIR/logs"
+  DIR=$(cd "$DIR" && pwd)
+  if [[ -f $DIR/pid ]] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null; then
+    die "a cluster is already running in $DIR (pid $(cat "$DIR/pid")); use: $0 down --dir $DIR"
+  fi
+  rm -f "$DIR/ready" "$DIR/kubeconfig" "$DIR/env"
+  echo $$ >"$DIR/pid"
+  trap teardown EXIT
+  trap 'STOPPING=1; exit 130' INT
+  trap 'STOPPING=1; exit 143' TERM
+
+  local env_lines
+  env_lines=$("$HERE/tools.sh" --print-env)
+  eval "$env_lines"
+  # The deadline starts once the tools are there: a cold build takes many minutes.
+  local started=$SECONDS
+  DEADLINE=$((SECONDS + TIMEOUT))
+  [[ -d $EDGEFLEET_KWOK_STAGES ]] || die "kwok stages missing in $EDGEFLEET_KWOK_STAGES"
+
+  PKI=$DIR/pki
+  rm -rf "$PKI" "$DIR/etcd-data"
+  gen_pki
+
+  local etcd_port etcd_peer_port
+  free_port etcd_port
+  free_port etcd_peer_port
+  free_port APISERVER_PORT
+
+  # Pod IPs live in a per-run /17 of 127.0.0.0/8: every address there is local, so a process can
+  # listen on its pod's IP without any network setup. Nodes get addresses from the upper half.
+  local octet=$((16 + RANDOM % 224))
+  POD_CIDR=127.$octet.0.0/17
+  NODE_IP_PREFIX=127.$octet.255
+  NODE_COUNT=$((${#REGIONS[@]} * ${#ZONE_SUFFIXES[@]} * NODES_PER_ZONE))
+
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  start_component etcd etcd --name=edgefleet --data-dir="$DIR/etcd-data" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="edgefleet=http://127.0.0.1:$etcd_peer_port" \
+    --unsafe-no-fsync=true --log-level=warn
+  wait_until etcd etcd -- curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
+
+  # TaintNodesByCondition would taint every new node not-ready until the node-lifecycle
+  # controller lifts it, and that controller is left out (see CONTROLLERS).
+  log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  start_component kube-apiserver kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --cert-dir="$PKI" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --disable-admission-plugins=TaintNodesByCondition \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+  write_kubeconfig "$DIR/kubeconfig" edgefleet-admin admin
+  write_kubeconfig "$DIR/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
+  write_kubeconfig "$DIR/scheduler.kubeconfig" system:kube-scheduler scheduler
+  wait_until "kube-apiserver /readyz" kube-apiserver -- api_get /readyz
+
+  log "creating $NODE_COUNT simulated nodes"
+  node_manifests | kctl create -f - >/dev/null
+
+  local controllers
+  controllers=$(printf '%s-controller,' "${CONTROLLERS[@]}")
+  controllers=${controllers%,}
+  log "starting kube-controller-manager, kube-scheduler, kwok"
+  start_component kube-controller-manager kube-controller-manager \
+    --kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
+    --controllers="$controllers" \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --cluster-cidr="$POD_CIDR" --service-cluster-ip-range="$SERVICE_CIDR" \
+    --v=1
+  start_component kube-scheduler kube-scheduler \
+    --kubeconfig="$DIR/scheduler.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
+    --v=1
+  local stages=$EDGEFLEET_KWOK_STAGES
+  start_component kwok kwok \
+    --kubeconfig="$DIR/kubeconfig" \
+    --config="$stages/node/fast/node-initialize.yaml" \
+    --config="$stages/pod/fast/pod-ready.yaml" \
+    --config="$stages/pod/fast/pod-complete.yaml" \
+    --config="$stages/pod/fast/pod-delete.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr="$POD_CIDR" \
+    --node-ip="$NODE_IP_PREFIX.254"
+
+  {
+    printf 'export KUBECONFIG=%q\n' "$DIR/kubeconfig"
+    printf '%s\n' "$env_lines"
+    printf 'export EDGEFLEET_POD_CIDR=%q\n' "$POD_CIDR"
+  } >"$DIR/env"
+
+  local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+  wait_until "$NODE_COUNT Ready nodes" "${all[@]}" -- nodes_ready
+  wait_until "the default ServiceAccount" "${all[@]}" -- kctl get serviceaccount default -n default
+
+  touch "$DIR/ready"
+  log "ready in $((SECONDS - started))s: export KUBECONFIG=$DIR/kubeconfig (or: source $DIR/env)"
+
+  while :; do
+    check_alive "${all[@]}"
+    if [[ -n ${WATCH_PID:-} ]] && ! kill -0 "$WATCH_PID" 2>/dev/null; then
+      log "process $WATCH_PID is gone; stopping"
+      exit 0
+    fi
+    # `wait` on a background sleep lets the INT/TERM traps run at once.
+    sleep 1 &
+    wait $! || true
+  done
+}
+
+cmd_down() {
+  [[ -f $DIR/pid ]] || { log "no cluster running in $DIR"; return 0; }
+  local pid
+  pid=$(cat "$DIR/pid")
+  kill -TERM "$pid" 2>/dev/null || { rm -f "$DIR/pid"; return 0; }
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "cluster supervisor $pid did not stop within 30s"
+    sleep 0.2
+  done
+  log "cluster in $DIR stopped"
+}
+
+main() {
+  local cmd=${1:-}
+  [[ -n $cmd ]] || usage
+  shift
+  DIR="" WATCH_PID="" TIMEOUT=180 REMOVE_DIR=0 STOPPING=0
+  while (($#)); do
+    case $1 in
+      --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
+      --watch-pid) WATCH_PID=${2:?--watch-pid needs a value}; shift 2 ;;
+      --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
+      --remove-dir) REMOVE_DIR=1; shift ;;
+      -h | --help) usage ;;
+      *) die "unknown argument $1" ;;
+    esac
+  done
+  [[ -n $DIR ]] || die "--dir is required"
+  case $cmd in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

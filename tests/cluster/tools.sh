@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Builds the pinned Go tools the local cluster and the tests need, from their Go modules, into a
+# cache keyed by tool and version; a tool whose binary is already cached is not rebuilt.
+#
+#   tools.sh [TOOL...]        build (if missing) the named tools, or all of them
+#   tools.sh --print-env      build all, then print `export ...` lines (PATH and stage dir)
+#   tools.sh --which TOOL     build TOOL if missing, then print its binary path
+#   tools.sh --list           print "tool version" lines
+#
+# Cache: ${EDGEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet}/tools/<tool>-<version>/bin/
+# Each tool family is built in its own scratch Go module so dependency versions never mix.
+set -euo pipefail
+
+K8S_VERSION=v1.35.4
+# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths;
+# the scratch module replaces them with these published tags instead.
+K8S_STAGING_VERSION=v0.35.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
+VERSITYGW_VERSION=v1.8.0
+
+ALL_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm versitygw)
+
+CACHE=${EDGEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet}
+TOOLS_DIR=$CACHE/tools
+SRC_DIR=$CACHE/src
+LOG_DIR=$CACHE/logs
+
+log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+version_of() {
+  case $1 in
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$K8S_VERSION" ;;
+    etcd) echo "$ETCD_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    versitygw) echo "$VERSITYGW_VERSION" ;;
+    *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
+  esac
+}
+
+tool_dir() { echo "$TOOLS_DIR/$1-$(version_of "$1")"; }
+bin_path() { echo "$(tool_dir "$1")/bin/$1"; }
+
+# A tool counts as present only when everything it ships is in place (kwok needs its stages).
+present() {
+  [[ -x $(bin_path "$1") ]] || return 1
+  if [[ $1 == kwok ]]; then [[ -d $(tool_dir kwok)/stage ]] || return 1; fi
+  return 0
+}
+
+go_env() {
+  # Reproducible, static binaries; never fetch another Go toolchain behind our back.
+  export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false"
+}
+
+# Runs a long go command with its output in a log file, printing a heartbeat while it works.
+run_logged() {
+  local what=$1 logfile=$2
+  shift 2
+  local start=$SECONDS
+  "$@" >"$logfile" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1 &
+    wait $! || true
+    if kill -0 "$pid" 2>/dev/null && (((SECONDS - start) % 30 == 0)); then
+      log "  ... $what: $((SECONDS - start))s, $(grep -vc '^go: ' "$logfile" || true) packages"
+    fi
+  done
+  if ! wait "$pid"; then
+    tail -n 40 "$logfile" >&2
+    die "$what failed; full log: $logfile"
+  fi
+}
+
+# Creates (once) a scratch module directory and prints its path.
+scratch_module() {
+  local name=$1 dir=$SRC_DIR/$1
+  mkdir -p "$dir"
+  if [[ ! -f $dir/go.mod ]]; then
+    (cd "$dir" && go mod init "localbuild/$name" >/dev/null 2>&1)
+  fi
+  echo "$dir"
+}
+
+# Moves a freshly built binary into its cache dir atomically, so a half-built tool never counts.
+install_bin() {
+  local tool=$1 built=$2 dest
+  dest=$(tool_dir "$tool")
+  mkdir -p "$dest/bin"
+  mv -f "$built" "$dest/bin/$tool.tmp"
+  mv -f "$dest/bin/$tool.tmp" "$dest/bin/$tool"
+}
+
+prepare_k8s_module() {
+  local dir gomod staging
+  dir=$(scratch_module "k8s-$K8S_VERSION")
+  if [[ -f $dir/.prepared ]]; then echo "$dir"; return; fi
+  log "preparing scratch module for k8s.io/kubernetes $K8S_VERSION"
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod)
+  [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
+  staging=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod")
+  [[ -n $staging ]] || die "no staging replaces found in $gomod"
+  local args=()
+  for m in $staging; do args+=("-replace=$m=$m@$K8S_STAGING_VERSION"); done
+  (cd "$dir" && go mod edit "${args[@]}")
+  # Upstream pins runtime behaviour (e.g. default=go1.xx) with godebug lines; keep them.
+  local godebug
+  godebug=$(awk '/^godebug \(/ { inblock = 1; next } inblock && /^\)/ { inblock = 0 }
+                 inblock { print $1 } /^godebug [^(]/ { print $2 }' "$gomod")
+  for g in $godebug; do (cd "$dir" && go mod edit "-godebug=$g"); done
+  (cd "$dir" && run_logged "go get k8s.io/kubernetes" "$LOG_DIR/k8s-get.log" \
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
+  touch "$dir/.prepared"
+  echo "$dir"
+}
+
+k8s_minor() {
+  local minor=${K8S_VERSION#v1.}
+  echo "${minor%%.*}"
+}
+
+k8s_ldflags() {
+  local flags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(k8s_minor)"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+
+build_k8s() {
+  local tool=$1 dir tmp
+  dir=$(prepare_k8s_module)
+  tmp=$(mktemp -d "$SRC_DIR/out.XXXXXX")
+  (cd "$dir" && run_logged "go build $tool" "$LOG_DIR/$tool.log" \
+    go build -v -ldflags "$(k8s_ldflags)" -o "$tmp/$tool" "k8s.io/kubernetes/cmd/$tool")
+  install_bin "$tool" "$tmp/$tool"
+  rmdir "$tmp"
+}
+
+# build_simple TOOL PACKAGE [LDFLAGS]: one scratch module, `go get pkg@version`, `go build pkg`.
+build_simple() {
+  local tool=$1 pkg=$2 ldflags=${3:-} dir tmp
+  dir=$(scratch_module "$tool-$(version_of "$tool")")
+  if [[ ! -f $dir/.prepared ]]; then
+    (cd "$dir" && run_logged "go get $pkg" "$LOG_DIR/$tool-get.log" \
+      go get "$pkg@$(version_of "$tool")")
+    touch "$dir/.prepared"
+  fi
+  tmp=$(mktemp -d "$SRC_DIR/out.XXXXXX")
+  (cd "$dir" && run_logged "go build $tool" "$LOG_DIR/$tool.log" \
+    go build -v -ldflags "-s -w $ldflags" -o "$tmp/$tool" "$pkg")
+  install_bin "$tool" "$tmp/$tool"
+  rmdir "$tmp"
+}
+
+build_kwok() {
+  build_simple kwok sigs.k8s.io/kwok/cmd/kwok \
+    "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+  # kwok >= 0.8 refuses to start without stage files; they ship in its module source.
+  local src
+  src=$(cd "$SRC_DIR/kwok-$KWOK_VERSION" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  local dest
+  dest=$(tool_dir kwok)/stage
+  rm -rf "$dest.tmp"
+  mkdir -p "$dest.tmp"
+  (cd "$src/kustomize/stage" && find node pod -name '*.yaml' -not -path '*/testdata/*' \
+    -exec cp --parents {} "$dest.tmp/" \;)
+  chmod -R u+w "$dest.tmp"
+  rm -rf "$dest"
+  mv "$dest.tmp" "$dest"
+}
+
+build_tool() {
+  local tool=$1
+  case $tool in
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_k8s "$tool" ;;
+    etcd) build_simple etcd go.etcd.io/etcd/server/v3 ;;
+    kwok) build_kwok ;;
+    helm)
+      # Without these, `helm template` assumes Kubernetes 1.20 for .Capabilities.KubeVersion.
+      local k8s="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(k8s_minor)"
+      k8s+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(k8s_minor)"
+      build_simple helm helm.sh/helm/v3/cmd/helm \
+        "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean $k8s"
+      ;;
+    versitygw)
+      build_simple versitygw github.com/versity/versitygw/cmd/versitygw \
+        "-X main.Version=$VERSITYGW_VERSION -X main.Build=$VERSITYGW_VERSION"
+      ;;
+  esac
+}
+
+ensure() {
+  local missing=() tool
+  for tool in "$@"; do present "$tool" || missing+=("$tool"); done
+  ((${#missing[@]} == 0)) && return 0
+  command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build ${missing[*]})"
+  mkdir -p "$TOOLS_DIR" "$SRC_DIR" "$LOG_DIR"
+  go_env
+  # Two test runs may start at once: one builds, the other waits and then finds the binaries.
+  exec 9>"$CACHE/tools.lock"
+  flock 9
+  for tool in "${missing[@]}"; do
+    if present "$tool"; then continue; fi
+    local start=$SECONDS
+    log "building $tool $(version_of "$tool") (this takes minutes the first time)"
+    build_tool "$tool"
+    log "built $tool $(version_of "$tool") in $((SECONDS - start))s -> $(bin_path "$tool")"
+  done
+  exec 9>&-
+}
+
+print_env() {
+  local dirs="" tool
+  for tool in "${ALL_TOOLS[@]}"; do dirs+="$(tool_dir "$tool")/bin:"; done
+  printf 'export PATH=%q"$PATH"\n' "$dirs"
+  printf 'export EDGEFLEET_KWOK_STAGES=%q\n' "$(tool_dir kwok)/stage"
+}
+
+main() {
+  case ${1:-} in
+    --print-env)
+      ensure "${ALL_TOOLS[@]}"
+      print_env
+      ;;
+    --which)
+      [[ $# -eq 2 ]] || die "usage: tools.sh --which TOOL"
+      ensure "$2"
+      bin_path "$2"
+      ;;
+    --list)
+      for tool in "${ALL_TOOLS[@]}"; do echo "$tool $(version_of "$tool")"; done
+      ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    "") ensure "${ALL_TOOLS[@]}" ;;
+    -*) die "unknown option $1" ;;
+    *)
+      for tool in "$@"; do version_of "$tool" >/dev/null; done
+      ensure "$@"
+      ;;
+  esac
+}
+
+main "$@"

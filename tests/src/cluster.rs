@@ -1,0 +1,270 @@
+//! One local Kubernetes control plane per test process.
+//!
+//! The first test that asks for it starts `cluster/cluster.sh up` (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok with simulated nodes in 3 regions x 2 zones),
+//! watching this process's pid so the control plane stops when the test binary exits, however
+//! it exits. With `EDGEFLEET_KUBECONFIG` set, an existing cluster is used instead. Tests isolate
+//! themselves with [`Cluster::fresh_namespace`].
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, IoContext, Result};
+use crate::process::{CommandOutput, log_tail, run};
+use crate::tools::{scripts_dir, tool};
+use crate::wait::wait_for;
+
+/// Use this kubeconfig's cluster instead of starting one.
+pub const KUBECONFIG_ENV: &str = "EDGEFLEET_KUBECONFIG";
+/// Keep the started cluster's directory (logs, certificates) after the run.
+pub const KEEP_DIR_ENV: &str = "EDGEFLEET_KEEP_CLUSTER_DIR";
+
+/// Label put on every namespace the tests create.
+pub const TEST_NAMESPACE_LABEL: &str = "edgefleet.io/e2e";
+
+/// How long `cluster.sh` may take once the tools are built (it enforces this itself; the
+/// harness waits a little longer so the script's own, clearer error wins).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
+
+static SHARED: OnceCell<Cluster> = OnceCell::const_new();
+static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running control plane and the tools to drive it.
+#[derive(Debug)]
+pub struct Cluster {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    helm: PathBuf,
+    /// The directory of the control plane this process started; `None` when reusing one.
+    dir: Option<PathBuf>,
+}
+
+impl Cluster {
+    /// The control plane shared by every test in this process, started on first use.
+    pub async fn shared() -> Result<&'static Cluster> {
+        SHARED.get_or_try_init(Self::start_or_reuse).await
+    }
+
+    async fn start_or_reuse() -> Result<Cluster> {
+        let kubectl = tool("kubectl").await?;
+        let helm = tool("helm").await?;
+        if let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV) {
+            return Ok(Cluster {
+                kubeconfig: PathBuf::from(kubeconfig),
+                kubectl,
+                helm,
+                dir: None,
+            });
+        }
+        let dir = start_control_plane().await?;
+        Ok(Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            kubectl,
+            helm,
+            dir: Some(dir),
+        })
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The cluster directory (logs under `logs/`), when this process started the cluster.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    pub fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
+    pub fn helm_path(&self) -> &Path {
+        &self.helm
+    }
+
+    /// An admin client for the cluster.
+    ///
+    /// A new client per call: a `kube::Client` drives its connections from tasks on the runtime
+    /// that built it, and every `#[tokio::test]` has its own runtime, so one shared client would
+    /// die with the first test.
+    pub async fn client(&self) -> Result<Client> {
+        let kubeconfig =
+            Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                source,
+            })?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                source,
+            })?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Runs `kubectl` with the admin kubeconfig.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<CommandOutput> {
+        run(self.kubectl_command(args), None).await
+    }
+
+    /// Runs `kubectl` with `input` on stdin (e.g. `apply -f -`).
+    pub async fn kubectl_with_stdin(&self, args: &[&str], input: &str) -> Result<CommandOutput> {
+        run(self.kubectl_command(args), Some(input.as_bytes())).await
+    }
+
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        command
+    }
+
+    /// Runs `helm` against the cluster.
+    pub async fn helm(&self, args: &[&str]) -> Result<CommandOutput> {
+        let mut command = Command::new(&self.helm);
+        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        run(command, None).await
+    }
+
+    /// Creates a namespace with a unique name starting with `prefix` and returns its name.
+    pub async fn fresh_namespace(&self, prefix: &str) -> Result<String> {
+        let name = namespace_name(prefix, std::process::id(), next_namespace_number());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_NAMESPACE_LABEL.to_owned(), "true".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let api: Api<Namespace> = Api::all(self.client().await?);
+        api.create(&PostParams::default(), &namespace).await?;
+        Ok(name)
+    }
+}
+
+fn next_namespace_number() -> u32 {
+    NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `<prefix>-<pid>-<n>`, with the prefix reduced to what a DNS-1123 label allows, so the name
+/// is unique across test processes sharing one cluster and always valid.
+fn namespace_name(prefix: &str, pid: u32, n: u32) -> String {
+    let mut clean: String = prefix
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    clean.truncate(40);
+    let clean = clean.trim_matches('-');
+    let clean = if clean.is_empty() { "test" } else { clean };
+    format!("{clean}-{pid}-{n}")
+}
+
+/// Starts `cluster.sh up` in a fresh directory and waits until it reports ready.
+async fn start_control_plane() -> Result<PathBuf> {
+    // Build (or find) every tool first: a cold build takes minutes and must not eat into the
+    // start-up deadline. tools.sh prints its progress on our stderr.
+    let mut tools = Command::new(scripts_dir().join("tools.sh"));
+    tools
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let status = tools
+        .status()
+        .await
+        .context(|| "cannot run cluster/tools.sh".to_owned())?;
+    if !status.success() {
+        return Err(Error::CommandFailed {
+            command: "cluster/tools.sh".to_owned(),
+            status,
+            stderr: "see the build log printed above".to_owned(),
+        });
+    }
+
+    let dir = tempfile::Builder::new()
+        .prefix("edgefleet-cluster-")
+        .tempdir()
+        .context(|| "cannot create the cluster directory".to_owned())?
+        .keep();
+    let log_path = dir.join("cluster.log");
+    let log = std::fs::File::create(&log_path)
+        .context(|| format!("cannot create {}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .context(|| format!("cannot reopen {}", log_path.display()))?;
+
+    let mut command = std::process::Command::new(scripts_dir().join("cluster.sh"));
+    command
+        .arg("up")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--watch-pid")
+        .arg(std::process::id().to_string())
+        .arg("--timeout")
+        .arg(STARTUP_TIMEOUT.as_secs().to_string());
+    if std::env::var_os(KEEP_DIR_ENV).is_none() {
+        command.arg("--remove-dir");
+    }
+    // The supervisor must outlive every test's runtime, so it is a plain std child that nobody
+    // kills on drop: it stops itself when this process is gone (--watch-pid).
+    let mut supervisor = command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .context(|| "cannot start cluster/cluster.sh".to_owned())?;
+
+    let started = Instant::now();
+    let ready = dir.join("ready");
+    wait_for(
+        "the local cluster to be ready",
+        STARTUP_TIMEOUT + Duration::from_secs(15),
+        || {
+            let state = match supervisor.try_wait() {
+                Ok(Some(status)) => Err(Error::ClusterExited {
+                    status,
+                    log: log_path.clone(),
+                    tail: log_tail(&log_path, 40),
+                }),
+                Ok(None) => Ok(ready.exists().then_some(())),
+                Err(source) => Err(Error::Io {
+                    context: "cannot poll cluster.sh".to_owned(),
+                    source,
+                }),
+            };
+            async move { state }
+        },
+    )
+    .await?;
+    eprintln!(
+        "local cluster ready in {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_name;
+
+    #[test]
+    fn namespace_names_are_valid_dns_labels() {
+        assert_eq!(namespace_name("helm-install", 42, 0), "helm-install-42-0");
+        assert_eq!(namespace_name("Helm_Install!", 42, 7), "helm-install-42-7");
+        assert_eq!(namespace_name("--", 1, 2), "test-1-2");
+        let long = namespace_name(&"x".repeat(100), u32::MAX, u32::MAX);
+        assert!(long.len() <= 63, "{long}");
+    }
+}

@@ -1,0 +1,228 @@
+//! The chart installed with the real `helm`, and the operator run as the chart's ServiceAccount.
+//!
+//! The operator runs as a local process (the simulated nodes run no containers), but it talks to
+//! the API with a token of the ServiceAccount the chart created, so it has exactly the chart's
+//! RBAC: a missing permission fails the tests as it would fail in a real cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::binaries::workspace_binary;
+use crate::cluster::Cluster;
+use crate::error::{Error, IoContext, Result};
+use crate::process::{free_port, log_tail};
+use crate::wait::wait_for;
+
+/// The chart directory in this repository.
+pub fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/edgefleet")
+}
+
+/// A release of the chart.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Release name.
+    pub name: String,
+    /// Namespace the operator (and its ServiceAccount) lives in.
+    pub namespace: String,
+}
+
+impl Release {
+    /// The operator's ServiceAccount, as the chart names it.
+    pub fn service_account(&self) -> String {
+        if self.name.contains("edgefleet") {
+            self.name.clone()
+        } else {
+            format!("{}-edgefleet", self.name)
+        }
+    }
+}
+
+/// `helm install`s the chart as `release` into `namespace`, with extra `--set` values.
+///
+/// The chart's own Deployment is installed with zero replicas: its pods would land on simulated
+/// nodes, which run nothing. The tests start the operator themselves with [`Operator::start`].
+pub async fn install_chart(
+    cluster: &Cluster,
+    release: &str,
+    namespace: &str,
+    set: &[&str],
+) -> Result<Release> {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let mut args = vec![
+        "install",
+        release,
+        &*chart,
+        "--namespace",
+        namespace,
+        "--set",
+        "replicaCount=0",
+    ];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    cluster.helm(&args).await?.ok()?;
+    Ok(Release {
+        name: release.to_owned(),
+        namespace: namespace.to_owned(),
+    })
+}
+
+/// Writes a kubeconfig that authenticates as `release`'s ServiceAccount (a bound token) and
+/// returns its path.
+pub async fn service_account_kubeconfig(
+    cluster: &Cluster,
+    release: &Release,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let token = cluster
+        .kubectl(&[
+            "create",
+            "token",
+            &release.service_account(),
+            "-n",
+            &release.namespace,
+            "--duration=2h",
+        ])
+        .await?
+        .ok()?
+        .stdout;
+    let server = cluster
+        .kubectl(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ])
+        .await?
+        .ok()?
+        .stdout;
+    let ca = cluster
+        .kubectl(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ])
+        .await?
+        .ok()?
+        .stdout;
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server.trim(), "certificate-authority-data": ca.trim()}}],
+        "users": [{"name": release.service_account(), "user": {"token": token.trim()}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": release.service_account()}}],
+        "current-context": "operator",
+    });
+    let path = dir.join(format!("{}-{}.kubeconfig", release.namespace, release.name));
+    std::fs::write(&path, kubeconfig.to_string())
+        .context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// A running `edgefleet-operator`, killed on drop.
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator with `kubeconfig`, as replica `identity` of `release`, and waits until
+    /// `/readyz` answers 200. `extra_args` go after `run`.
+    pub async fn start(
+        kubeconfig: &Path,
+        release: &Release,
+        identity: &str,
+        dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<Operator> {
+        let binary = workspace_binary("edgefleet-operator")?;
+        let metrics_port = free_port()?;
+        let log = dir.join(format!("operator-{identity}.log"));
+        let log_file =
+            std::fs::File::create(&log).context(|| format!("cannot create {}", log.display()))?;
+        let log_err = log_file
+            .try_clone()
+            .context(|| "cannot duplicate the log handle".to_owned())?;
+        let child = Command::new(&binary)
+            .arg("run")
+            .args(extra_args)
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "EDGEFLEET_METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("EDGEFLEET_LOG_LEVEL", "info,edgefleet_operator=debug")
+            .env("POD_NAME", identity)
+            .env("POD_NAMESPACE", &release.namespace)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .context(|| format!("cannot start {}", binary.display()))?;
+        let mut operator = Operator {
+            child,
+            metrics_port,
+            log,
+        };
+        operator.wait_ready().await?;
+        Ok(operator)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let url = format!("{}/readyz", self.base_url());
+        let http = reqwest::Client::new();
+        let child = &mut self.child;
+        let log = self.log.clone();
+        wait_for("the operator's /readyz", Duration::from_secs(30), || {
+            let request = http.get(&url).send();
+            let exited = child.try_wait();
+            let log = log.clone();
+            async move {
+                if let Ok(Some(status)) = exited {
+                    return Err(Error::ProcessExited {
+                        process: "edgefleet-operator".to_owned(),
+                        status,
+                        tail: log_tail(&log, 30),
+                        log,
+                    });
+                }
+                Ok(match request.await {
+                    Ok(response) if response.status().is_success() => Some(()),
+                    _ => None,
+                })
+            }
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:<metrics port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the operator with SIGKILL, as a crash or node loss would.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child
+            .kill()
+            .await
+            .context(|| "cannot kill the operator".to_owned())
+    }
+}

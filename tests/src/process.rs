@@ -1,0 +1,102 @@
+//! Running external commands and describing what they did.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+
+/// What a finished command did.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// The output, or an error carrying stderr when the command failed.
+    pub fn ok(self) -> Result<Self> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(Error::CommandFailed {
+                command: self.command,
+                status: self.status,
+                stderr: self.stderr,
+            })
+        }
+    }
+}
+
+/// Runs `command` to completion, feeding it `stdin` (or nothing), and captures its output.
+pub async fn run(mut command: Command, stdin: Option<&[u8]>) -> Result<CommandOutput> {
+    let description = describe(&command);
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .context(|| format!("cannot start `{description}`"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input)
+            .await
+            .context(|| format!("cannot write to stdin of `{description}`"))?;
+        // Dropping the pipe closes it, so the command sees end of input.
+        drop(pipe);
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .context(|| format!("cannot wait for `{description}`"))?;
+    Ok(CommandOutput {
+        command: description,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `program arg arg ...`, for messages.
+fn describe(command: &Command) -> String {
+    let std = command.as_std();
+    std::iter::once(std.get_program())
+        .chain(std.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last `lines` lines of a log file, for error messages (empty when unreadable).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+///
+/// The port is released before the caller's server binds it, so another process could take it
+/// in between; callers that start servers retry on a bind failure.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context(|| "cannot bind an ephemeral port on 127.0.0.1".to_owned())?;
+    let port = listener
+        .local_addr()
+        .context(|| "cannot read the bound address".to_owned())?
+        .port();
+    Ok(port)
+}

@@ -1,0 +1,308 @@
+//! Issue 2 against the real local control plane: the chart installs with `helm`, the examples are
+//! accepted, every invalid manifest is refused at admission with its message, and the operator
+//! runs with the chart's RBAC identity and reports `observedGeneration`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::{Cluster, wait_for};
+use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::discovery::ApiResource;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The Kubernetes manifests in `examples/` (not the kind cluster config nor the edge's own
+/// standalone config, which are not objects for the API server).
+fn example_manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo("examples"))
+        .expect("examples/ exists")
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            !text.contains("kind: Cluster") && !text.contains("edgefleet-edge")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn api(kind: &str, plural: &str, client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", kind);
+    Api::namespaced_with(
+        client,
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+#[tokio::test]
+async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message() {
+    let cluster = Cluster::shared().await.expect("local cluster");
+    let ns = cluster
+        .fresh_namespace("admission")
+        .await
+        .expect("namespace");
+    install_chart(cluster, &format!("adm-{ns}"), &ns, &[])
+        .await
+        .expect("helm install");
+
+    let examples = example_manifests();
+    assert!(
+        examples.len() >= 3,
+        "expected the distribution, secret and invalidation examples, got {examples:?}"
+    );
+    for example in &examples {
+        let out = cluster
+            .kubectl(&["apply", "-n", &ns, "-f", &example.to_string_lossy()])
+            .await
+            .expect("kubectl runs");
+        assert!(
+            out.success(),
+            "{} was refused: {}",
+            example.display(),
+            out.stderr
+        );
+    }
+
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo("tests/invalid")).expect("tests/invalid exists") {
+        let path = entry.expect("readable dir").path();
+        let text = std::fs::read_to_string(&path).expect("readable manifest");
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("# expect: "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} lacks its '# expect: <message>' first line",
+                    path.display()
+                )
+            });
+        let out = cluster
+            .kubectl(&["apply", "-n", &ns, "-f", &path.to_string_lossy()])
+            .await
+            .expect("kubectl runs");
+        assert!(
+            !out.success(),
+            "{} was accepted but must be refused",
+            path.display()
+        );
+        assert!(
+            out.stderr.contains(expected),
+            "{} was refused without the expected message {expected:?}: {}",
+            path.display(),
+            out.stderr
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} invalid manifests were checked"
+    );
+
+    // An Invalidation's spec never changes: a new purge is a new object.
+    let out = cluster
+        .kubectl(&[
+            "patch",
+            "-n",
+            &ns,
+            "invalidation",
+            "site-release-2026-11-25",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"paths":["/other"]}}"#,
+        ])
+        .await
+        .expect("kubectl runs");
+    assert!(
+        !out.success() && out.stderr.contains("spec is immutable"),
+        "spec changed: {}",
+        out.stderr
+    );
+
+    // Defaults live in the schema, so they are visible to everyone who reads the object.
+    let dist = api(
+        "Distribution",
+        "distributions",
+        cluster.client().await.expect("client"),
+        &ns,
+    )
+    .get("site")
+    .await
+    .expect("the example Distribution exists");
+    let ttl = &dist.data["spec"]["defaultBehavior"]["ttl"];
+    assert_eq!(
+        (
+            ttl["minSeconds"].as_u64(),
+            ttl["defaultSeconds"].as_u64(),
+            ttl["maxSeconds"].as_u64()
+        ),
+        (Some(0), Some(86400), Some(31536000))
+    );
+    assert_eq!(dist.data["spec"]["enabled"].as_bool(), Some(true));
+    assert_eq!(
+        dist.data["spec"]["regions"][0]["replicas"].as_i64(),
+        Some(2)
+    );
+
+    let table = cluster
+        .kubectl(&["get", "dist", "-n", &ns])
+        .await
+        .expect("kubectl runs")
+        .ok()
+        .expect("get dist");
+    for column in ["READY", "REGIONS", "AGE"] {
+        assert!(
+            table.stdout.contains(column),
+            "`kubectl get dist` lacks {column}: {}",
+            table.stdout
+        );
+    }
+    let table = cluster
+        .kubectl(&["get", "inval", "-n", &ns])
+        .await
+        .expect("kubectl runs")
+        .ok()
+        .expect("get inval");
+    for column in ["DISTRIBUTION", "PHASE", "AGE"] {
+        assert!(
+            table.stdout.contains(column),
+            "`kubectl get inval` lacks {column}: {}",
+            table.stdout
+        );
+    }
+    let table = cluster
+        .kubectl(&["get", "edgefleet", "-n", &ns])
+        .await
+        .expect("kubectl runs")
+        .ok()
+        .expect("get category");
+    assert!(
+        table.stdout.contains("site"),
+        "category edgefleet lists nothing: {}",
+        table.stdout
+    );
+}
+
+#[tokio::test]
+async fn operator_runs_as_the_chart_service_account_and_reports_observed_generation() {
+    let cluster = Cluster::shared().await.expect("local cluster");
+    let ns = cluster
+        .fresh_namespace("identity")
+        .await
+        .expect("namespace");
+    let release = install_chart(cluster, &format!("id-{ns}"), &ns, &[])
+        .await
+        .expect("helm install");
+    let work = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = service_account_kubeconfig(cluster, &release, work.path())
+        .await
+        .expect("SA kubeconfig");
+
+    // Least privilege: the chart's identity cannot read Secrets cluster-wide nor touch RBAC.
+    let sa = format!(
+        "system:serviceaccount:{}:{}",
+        release.namespace,
+        release.service_account()
+    );
+    for (verb, resource) in [
+        ("delete", "namespaces"),
+        ("create", "clusterroles"),
+        ("delete", "customresourcedefinitions"),
+    ] {
+        let out = cluster
+            .kubectl(&["auth", "can-i", verb, resource, "--as", &sa])
+            .await
+            .expect("kubectl runs");
+        assert_eq!(
+            out.stdout.trim(),
+            "no",
+            "the operator may {verb} {resource}"
+        );
+    }
+
+    let operator = Operator::start(&kubeconfig, &release, "identity-0", work.path(), &[])
+        .await
+        .expect("operator starts");
+    for example in example_manifests() {
+        cluster
+            .kubectl(&["apply", "-n", &ns, "-f", &example.to_string_lossy()])
+            .await
+            .expect("kubectl")
+            .ok()
+            .expect("apply");
+    }
+    let client = cluster.client().await.expect("client");
+    let distributions = api("Distribution", "distributions", client.clone(), &ns);
+    wait_for(
+        "status.observedGeneration == metadata.generation",
+        Duration::from_secs(30),
+        || async {
+            let dist = distributions.get("site").await?;
+            let observed = dist.data["status"]["observedGeneration"].as_i64();
+            Ok((observed.is_some() && observed == dist.metadata.generation).then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
+
+    // A spec change bumps the generation; the operator follows.
+    cluster
+        .kubectl(&[
+            "patch",
+            "-n",
+            &ns,
+            "dist",
+            "site",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"defaultRootObject":"home.html"}}"#,
+        ])
+        .await
+        .expect("kubectl")
+        .ok()
+        .expect("patch");
+    wait_for(
+        "the new generation is observed",
+        Duration::from_secs(30),
+        || async {
+            let dist = distributions.get("site").await?;
+            let observed = dist.data["status"]["observedGeneration"].as_i64();
+            Ok((dist.metadata.generation == Some(2) && observed == Some(2)).then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
+
+    let invalidations = api("Invalidation", "invalidations", client, &ns);
+    wait_for(
+        "the Invalidation has a phase",
+        Duration::from_secs(30),
+        || async {
+            let inval = invalidations.get("site-release-2026-11-25").await?;
+            Ok(inval.data["status"]["phase"].as_str().map(str::to_owned))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
+
+    let metrics = reqwest::get(format!("{}/metrics", operator.base_url()))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("edgefleet_operator_reconciliations_total"),
+        "metrics lack reconcile counts:\n{metrics}"
+    );
+    let log = operator.log();
+    assert!(
+        !log.contains("forbidden"),
+        "the chart's RBAC refused the operator something:\n{log}"
+    );
+}
