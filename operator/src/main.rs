@@ -198,11 +198,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
 }
 
 /// Runs the controllers while this replica leads; losing the Lease stops them at once.
-async fn lead<F, Fut>(
-    ctx: Arc<Context>,
-    leading: &mut watch::Receiver<bool>,
-    stopped: F,
-) -> Result<(), Error>
+async fn lead<F, Fut>(ctx: Arc<Context>, leading: &mut watch::Receiver<bool>, stopped: F) -> Result<(), Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + Sync + Clone + 'static,

@@ -67,11 +67,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         let leader = Gauge::default();
-        registry.register(
-            "reconciliations",
-            "Reconcile passes",
-            reconciliations.clone(),
-        );
+        registry.register("reconciliations", "Reconcile passes", reconciliations.clone());
         registry.register(
             "reconcile_failures",
             "Reconcile passes that failed",
@@ -100,9 +96,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Records one finished reconcile pass.
     pub fn reconciled(&self, kind: &'static str, took: Duration) {
-        self.reconciliations
-            .get_or_create(&KindLabels { kind })
-            .inc();
+        self.reconciliations.get_or_create(&KindLabels { kind }).inc();
         self.duration
             .get_or_create(&KindLabels { kind })
             .observe(took.as_secs_f64());

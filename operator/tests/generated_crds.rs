@@ -14,7 +14,12 @@ fn check_dir(dir: &Path) {
         .filter(|name| name.ends_with(".yaml"))
         .collect();
     present.sort();
-    assert_eq!(present, expected, "{} holds other CRD files than the types generate", dir.display());
+    assert_eq!(
+        present,
+        expected,
+        "{} holds other CRD files than the types generate",
+        dir.display()
+    );
     for (name, yaml) in files {
         let committed = std::fs::read_to_string(dir.join(&name)).expect("listed above");
         assert!(

@@ -14,17 +14,12 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         source,
     })?;
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from);
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from);
     let candidate = profile_dir.map(|dir| dir.join(name));
     match candidate {
         Some(path) if path.is_file() => Ok(path),
         _ => Err(Error::Io {
-            context: format!(
-                "binary {name} is not built; run `cargo build --workspace --bins` first"
-            ),
+            context: format!("binary {name} is not built; run `cargo build --workspace --bins` first"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         }),
     }

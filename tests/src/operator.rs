@@ -74,11 +74,7 @@ pub async fn install_chart(
 
 /// Writes a kubeconfig that authenticates as `release`'s ServiceAccount (a bound token) and
 /// returns its path.
-pub async fn service_account_kubeconfig(
-    cluster: &Cluster,
-    release: &Release,
-    dir: &Path,
-) -> Result<PathBuf> {
+pub async fn service_account_kubeconfig(cluster: &Cluster, release: &Release, dir: &Path) -> Result<PathBuf> {
     let token = cluster
         .kubectl(&[
             "create",
@@ -124,8 +120,7 @@ pub async fn service_account_kubeconfig(
         "current-context": "operator",
     });
     let path = dir.join(format!("{}-{}.kubeconfig", release.namespace, release.name));
-    std::fs::write(&path, kubeconfig.to_string())
-        .context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, kubeconfig.to_string()).context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
@@ -150,8 +145,7 @@ impl Operator {
         let binary = workspace_binary("edgefleet-operator")?;
         let metrics_port = free_port()?;
         let log = dir.join(format!("operator-{identity}.log"));
-        let log_file =
-            std::fs::File::create(&log).context(|| format!("cannot create {}", log.display()))?;
+        let log_file = std::fs::File::create(&log).context(|| format!("cannot create {}", log.display()))?;
         let log_err = log_file
             .try_clone()
             .context(|| "cannot duplicate the log handle".to_owned())?;
@@ -159,10 +153,7 @@ impl Operator {
             .arg("run")
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
-            .env(
-                "EDGEFLEET_METRICS_ADDR",
-                format!("127.0.0.1:{metrics_port}"),
-            )
+            .env("EDGEFLEET_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("EDGEFLEET_LOG_LEVEL", "info,edgefleet_operator=debug")
             .env("POD_NAME", identity)
             .env("POD_NAMESPACE", &release.namespace)

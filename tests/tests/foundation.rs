@@ -42,10 +42,7 @@ fn api(kind: &str, plural: &str, client: kube::Client, namespace: &str) -> Api<D
 #[tokio::test]
 async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message() {
     let cluster = Cluster::shared().await.expect("local cluster");
-    let ns = cluster
-        .fresh_namespace("admission")
-        .await
-        .expect("namespace");
+    let ns = cluster.fresh_namespace("admission").await.expect("namespace");
     install_chart(cluster, &format!("adm-{ns}"), &ns, &[])
         .await
         .expect("helm install");
@@ -60,12 +57,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
             .kubectl(&["apply", "-n", &ns, "-f", &example.to_string_lossy()])
             .await
             .expect("kubectl runs");
-        assert!(
-            out.success(),
-            "{} was refused: {}",
-            example.display(),
-            out.stderr
-        );
+        assert!(out.success(), "{} was refused: {}", example.display(), out.stderr);
     }
 
     let mut checked = 0;
@@ -76,12 +68,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
             .lines()
             .next()
             .and_then(|line| line.strip_prefix("# expect: "))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} lacks its '# expect: <message>' first line",
-                    path.display()
-                )
-            });
+            .unwrap_or_else(|| panic!("{} lacks its '# expect: <message>' first line", path.display()));
         let out = cluster
             .kubectl(&["apply", "-n", &ns, "-f", &path.to_string_lossy()])
             .await
@@ -99,10 +86,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
         );
         checked += 1;
     }
-    assert!(
-        checked >= 15,
-        "only {checked} invalid manifests were checked"
-    );
+    assert!(checked >= 15, "only {checked} invalid manifests were checked");
 
     // An Invalidation's spec never changes: a new purge is a new object.
     let out = cluster
@@ -144,10 +128,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
         (Some(0), Some(86400), Some(31536000))
     );
     assert_eq!(dist.data["spec"]["enabled"].as_bool(), Some(true));
-    assert_eq!(
-        dist.data["spec"]["regions"][0]["replicas"].as_i64(),
-        Some(2)
-    );
+    assert_eq!(dist.data["spec"]["regions"][0]["replicas"].as_i64(), Some(2));
 
     let table = cluster
         .kubectl(&["get", "dist", "-n", &ns])
@@ -191,10 +172,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
 #[tokio::test]
 async fn operator_runs_as_the_chart_service_account_and_reports_observed_generation() {
     let cluster = Cluster::shared().await.expect("local cluster");
-    let ns = cluster
-        .fresh_namespace("identity")
-        .await
-        .expect("namespace");
+    let ns = cluster.fresh_namespace("identity").await.expect("namespace");
     let release = install_chart(cluster, &format!("id-{ns}"), &ns, &[])
         .await
         .expect("helm install");
@@ -218,11 +196,7 @@ async fn operator_runs_as_the_chart_service_account_and_reports_observed_generat
             .kubectl(&["auth", "can-i", verb, resource, "--as", &sa])
             .await
             .expect("kubectl runs");
-        assert_eq!(
-            out.stdout.trim(),
-            "no",
-            "the operator may {verb} {resource}"
-        );
+        assert_eq!(out.stdout.trim(), "no", "the operator may {verb} {resource}");
     }
 
     let operator = Operator::start(&kubeconfig, &release, "identity-0", work.path(), &[])

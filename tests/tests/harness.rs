@@ -42,10 +42,7 @@ async fn cluster_has_simulated_nodes_in_three_regions_and_two_zones_each() -> Re
             .or_default() += 1;
     }
     assert_eq!(
-        zones_by_region
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        zones_by_region.keys().map(String::as_str).collect::<Vec<_>>(),
         REGIONS
     );
     for (region, zones) in &zones_by_region {
@@ -63,11 +60,9 @@ async fn a_deployment_in_a_fresh_namespace_runs_on_its_region_s_simulated_nodes(
 
     // The controller-manager gives every namespace its default ServiceAccount, which pods need.
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-    wait_for(
-        "the default ServiceAccount",
-        Duration::from_secs(30),
-        || async { Ok(accounts.get_opt("default").await?.map(drop)) },
-    )
+    wait_for("the default ServiceAccount", Duration::from_secs(30), || async {
+        Ok(accounts.get_opt("default").await?.map(drop))
+    })
     .await?;
 
     let deployment: Deployment = serde_json::from_value(serde_json::json!({
@@ -95,9 +90,7 @@ async fn a_deployment_in_a_fresh_namespace_runs_on_its_region_s_simulated_nodes(
         reason: error.to_string(),
     })?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await?;
+    deployments.create(&PostParams::default(), &deployment).await?;
 
     wait_for("3 available replicas", Duration::from_secs(60), || async {
         let status = deployments.get("web").await?.status.unwrap_or_default();
@@ -114,10 +107,7 @@ async fn a_deployment_in_a_fresh_namespace_runs_on_its_region_s_simulated_nodes(
             node.is_some_and(|node| node.starts_with("kwok-eu-west-")),
             "pod scheduled outside eu-west: {node:?}"
         );
-        let ip = pod
-            .status
-            .as_ref()
-            .and_then(|status| status.pod_ip.as_deref());
+        let ip = pod.status.as_ref().and_then(|status| status.pod_ip.as_deref());
         assert!(ip.is_some_and(|ip| ip.starts_with("127.")), "pod IP {ip:?}");
     }
     Ok(())
@@ -134,11 +124,9 @@ async fn s3_store_serves_signed_requests_and_rejects_bad_signatures() -> Result<
     })?;
     let body = work.path().join("body.txt");
     let fetched = work.path().join("fetched.txt");
-    std::fs::write(&body, b"hello from the harness\n").map_err(|source| {
-        edgefleet_e2e::Error::Io {
-            context: "cannot write the test object".to_owned(),
-            source,
-        }
+    std::fs::write(&body, b"hello from the harness\n").map_err(|source| edgefleet_e2e::Error::Io {
+        context: "cannot write the test object".to_owned(),
+        source,
     })?;
     let body_arg = body.to_string_lossy().into_owned();
     let fetched_arg = fetched.to_string_lossy().into_owned();
@@ -205,10 +193,6 @@ async fn s3_store_serves_signed_requests_and_rejects_bad_signatures() -> Result<
         ])
         .await?;
     assert!(!anonymous.success(), "an unsigned request was accepted");
-    assert!(
-        anonymous.stderr.contains("AccessDenied"),
-        "{}",
-        anonymous.stderr
-    );
+    assert!(anonymous.stderr.contains("AccessDenied"), "{}", anonymous.stderr);
     Ok(())
 }

@@ -77,7 +77,13 @@ pub struct DistributionSpec {
 
     /// Host names the edges answer for. Empty: any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100), inner(length(max = 253), regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")))]
+    #[schemars(
+        length(max = 100),
+        inner(
+            length(max = 253),
+            regex(pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
     pub aliases: Vec<String>,
 
     /// The object served for a request to `/`, e.g. `index.html`.
@@ -316,9 +322,7 @@ pub struct KeySelection {
 }
 
 /// How much of a request part is in the cache key.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum SelectionBehavior {
     /// Nothing: not in the key, not forwarded.

@@ -21,17 +21,9 @@ pub const MAX_WILDCARD_PATHS: usize = 15;
     shortname = "inval",
     category = "edgefleet",
     doc = "A purge of cached paths from every edge of a Distribution.",
-    printcolumn(
-        name = "Distribution",
-        type_ = "string",
-        json_path = ".spec.distribution"
-    ),
+    printcolumn(name = "Distribution", type_ = "string", json_path = ".spec.distribution"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

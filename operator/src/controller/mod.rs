@@ -43,12 +43,7 @@ pub struct Context {
 
 impl Context {
     /// A context for this operator instance; `instance` names it in Events (the pod name).
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-        instance: String,
-    ) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings, instance: String) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance),
@@ -68,10 +63,9 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let distributions = distribution::controller(ctx.clone(), shutdown.clone())
-        .for_each(|_| futures::future::ready(()));
-    let invalidations =
-        invalidation::controller(ctx, shutdown).for_each(|_| futures::future::ready(()));
+    let distributions =
+        distribution::controller(ctx.clone(), shutdown.clone()).for_each(|_| futures::future::ready(()));
+    let invalidations = invalidation::controller(ctx, shutdown).for_each(|_| futures::future::ready(()));
     futures::join!(distributions, invalidations);
 }
 
@@ -85,11 +79,7 @@ fn object_key<K: kube::Resource>(obj: &K) -> String {
 }
 
 /// Shared error policy: count the failure, log it, retry with per-object exponential backoff.
-fn error_policy<K>(
-    obj: Arc<K>,
-    error: &crate::Error,
-    ctx: Arc<Context>,
-) -> kube::runtime::controller::Action
+fn error_policy<K>(obj: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> kube::runtime::controller::Action
 where
     K: kube::Resource<DynamicType = ()>,
 {
@@ -113,11 +103,7 @@ fn kind_name<K: kube::Resource<DynamicType = ()>>() -> &'static str {
 }
 
 /// Server-side applies `status` to the status subresource of `name`, as the one field manager.
-async fn apply_status<K>(
-    api: &kube::Api<K>,
-    name: &str,
-    status: &impl serde::Serialize,
-) -> crate::Result<()>
+async fn apply_status<K>(api: &kube::Api<K>, name: &str, status: &impl serde::Serialize) -> crate::Result<()>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
