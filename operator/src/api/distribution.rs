@@ -53,6 +53,8 @@ const MAX_LIST: usize = 25;
         .message("uploadAcceleration.targetOrigin must name an s3 origin of this Distribution")
         .field_path(".uploadAcceleration.targetOrigin"),
 )]
+// clippy reads the repeated `printcolumn(type_ = …)` arguments of `#[kube]` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 pub struct DistributionSpec {
     /// When false, every region is scaled to zero; the objects stay so re-enabling is quick.
     #[serde(default = "default_true")]

@@ -32,6 +32,8 @@ pub const MAX_WILDCARD_PATHS: usize = 15;
     validation = Rule::new("self.paths.filter(p, p.endsWith('*')).size() <= 15")
         .message("at most 15 wildcard paths per Invalidation"),
 )]
+// clippy reads the repeated `printcolumn(type_ = …)` arguments of `#[kube]` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 pub struct InvalidationSpec {
     /// The Distribution, in this namespace, whose edges are purged.
     #[schemars(length(min = 1, max = 253))]
