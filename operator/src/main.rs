@@ -137,8 +137,8 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         .shared()
     };
 
-    let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
+    let client = counted_client(metrics.clone()).await?;
     let health = Arc::new(Health::default());
     let server = tokio::spawn(server::serve(
         args.metrics_addr,
@@ -225,6 +225,21 @@ where
             Err(Error::LeadershipLost)
         }
     }
+}
+
+/// A client configured from the environment (in-cluster or kubeconfig) that counts every API
+/// request in the metrics, so writes per reconcile can be measured.
+async fn counted_client(metrics: Arc<Metrics>) -> Result<kube::Client, Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Kube(kube::Error::InferConfig(e)))?;
+    let counter = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+        metrics.api_request(request.method());
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&counter)
+        .build())
 }
 
 async fn wait_for_signal() {

@@ -48,6 +48,13 @@ pub struct FailureLabels {
     pub error: &'static str,
 }
 
+/// Labels of Kubernetes API requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    /// HTTP method: GET for reads and watches, the others are writes.
+    pub method: String,
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +63,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
     leader: Gauge,
+    api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +75,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         let leader = Gauge::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
         registry.register("reconciliations", "Reconcile passes", reconciliations.clone());
         registry.register(
             "reconcile_failures",
@@ -83,12 +92,18 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API, by HTTP method",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciliations,
             failures,
             duration,
             leader,
+            api_requests,
         }
     }
 }
@@ -108,6 +123,15 @@ impl Metrics {
             .get_or_create(&FailureLabels {
                 kind,
                 error: error.metric_label(),
+            })
+            .inc();
+    }
+
+    /// Records one request to the Kubernetes API.
+    pub fn api_request(&self, method: &http::Method) {
+        self.api_requests
+            .get_or_create(&ApiRequestLabels {
+                method: method.as_str().to_owned(),
             })
             .inc();
     }
