@@ -2,12 +2,15 @@
 # A local, secure, RBAC-enabled Kubernetes control plane with simulated (KWOK) nodes.
 #
 #   cluster.sh up --dir DIR [--watch-pid PID] [--timeout SECONDS] [--remove-dir]
+#                 [--external-pods KEY=VALUE]
 #       Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
 #       127.0.0.1 (free ports), creates the simulated nodes, writes DIR/kubeconfig (admin),
 #       DIR/env (source it) and, once everything is ready, DIR/ready. Stays in the foreground and
 #       tears everything down on exit, on SIGINT/SIGTERM, when a component dies, and when the
 #       process PID (--watch-pid) is gone. --timeout bounds the start-up once the tools are
 #       built (default 180 s); --remove-dir deletes DIR after a clean stop (kept after failures).
+#       --external-pods: pods with this label get an IP and phase Pending from kwok but are never
+#       started or marked Ready by it; an external runner (tests/src/pods) runs them for real.
 #   cluster.sh down --dir DIR
 #       Stops the cluster running in DIR and waits until it is gone.
 #
@@ -20,13 +23,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REGIONS=(eu-west us-east ap-south)
 ZONE_SUFFIXES=(a b)
 NODES_PER_ZONE=2
-SERVICE_CIDR=10.96.0.0/16
-SERVICE_IP=10.96.0.1
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -146,7 +147,7 @@ gen_pki() {
   gen_cert apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$SERVICE_IP"
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$KUBERNETES_SERVICE_IP"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -219,6 +220,37 @@ nodes_ready() {
     -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' |
     grep -c '^True$' || true)
   ((ready == NODE_COUNT))
+}
+
+# ---------------------------------------------------------------------------------------------
+# KWOK stages: the stock "fast" ones from the kwok module, plus, with --external-pods, a stage of
+# our own for the pods an external runner runs (the stock stages are told to leave them alone).
+
+write_stages() {
+  local src=$EDGEFLEET_KWOK_STAGES dest=$DIR/stages
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  cp "$src/node/fast/node-initialize.yaml" "$src/pod/fast/pod-complete.yaml" "$dest/"
+  if [[ -z $EXTERNAL_PODS ]]; then
+    cp "$src/pod/fast/pod-ready.yaml" "$src/pod/fast/pod-delete.yaml" "$dest/"
+    return
+  fi
+  local key=${EXTERNAL_PODS%%=*} value=${EXTERNAL_PODS#*=}
+  # pod-ready must skip external pods: only their runner may say they are ready. pod-delete
+  # still applies to them, so a deleted pod goes away at once as with any simulated pod.
+  cp "$src/pod/fast/pod-delete.yaml" "$dest/"
+  awk -v key="$key" -v value="$value" '
+    { print }
+    /^    matchExpressions:$/ && !done {
+      printf "    - key: %c.metadata.labels[\"%s\"]%c\n", 39, key, 39
+      print "      operator: NotIn"
+      printf "      values: [\"%s\"]\n", value
+      done = 1
+    }' "$src/pod/fast/pod-ready.yaml" >"$dest/pod-ready.yaml"
+  grep -q "labels\[\"$key\"\]" "$dest/pod-ready.yaml" ||
+    die "could not add the external-pods exclusion to kwok's pod-ready stage"
+  sed -e "s|__KEY__|$key|g" -e "s|__VALUE__|$value|g" \
+    "$HERE/stages/pod-external.yaml" >"$dest/pod-external.yaml"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -301,19 +333,23 @@ cmd_up() {
 
   PKI=$DIR/pki
   rm -rf "$PKI" "$DIR/etcd-data"
+  # Addresses live in a per-run /16 of 127.0.0.0/8, so every one of them is local and a process
+  # can listen on it without any network setup: pods in .0.0/17, Services in .128.0/18, nodes
+  # at .255.x. Two runs on one machine almost never pick the same /16.
+  local octet=$((16 + RANDOM % 224))
+  POD_CIDR=127.$octet.0.0/17
+  SERVICE_CIDR=127.$octet.128.0/18
+  KUBERNETES_SERVICE_IP=127.$octet.128.1
+  NODE_IP_PREFIX=127.$octet.255
+  NODE_COUNT=$((${#REGIONS[@]} * ${#ZONE_SUFFIXES[@]} * NODES_PER_ZONE))
+
   gen_pki
+  write_stages
 
   local etcd_port etcd_peer_port
   free_port etcd_port
   free_port etcd_peer_port
   free_port APISERVER_PORT
-
-  # Pod IPs live in a per-run /17 of 127.0.0.0/8: every address there is local, so a process can
-  # listen on its pod's IP without any network setup. Nodes get addresses from the upper half.
-  local octet=$((16 + RANDOM % 224))
-  POD_CIDR=127.$octet.0.0/17
-  NODE_IP_PREFIX=127.$octet.255
-  NODE_COUNT=$((${#REGIONS[@]} * ${#ZONE_SUFFIXES[@]} * NODES_PER_ZONE))
 
   log "starting etcd on 127.0.0.1:$etcd_port"
   start_component etcd etcd --name=edgefleet --data-dir="$DIR/etcd-data" \
@@ -370,13 +406,11 @@ cmd_up() {
     --kubeconfig="$DIR/scheduler.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
     --v=1
-  local stages=$EDGEFLEET_KWOK_STAGES
+  local stage kwok_configs=()
+  for stage in "$DIR"/stages/*.yaml; do kwok_configs+=("--config=$stage"); done
   start_component kwok kwok \
     --kubeconfig="$DIR/kubeconfig" \
-    --config="$stages/node/fast/node-initialize.yaml" \
-    --config="$stages/pod/fast/pod-ready.yaml" \
-    --config="$stages/pod/fast/pod-complete.yaml" \
-    --config="$stages/pod/fast/pod-delete.yaml" \
+    "${kwok_configs[@]}" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr="$POD_CIDR" \
@@ -386,6 +420,8 @@ cmd_up() {
     printf 'export KUBECONFIG=%q\n' "$DIR/kubeconfig"
     printf '%s\n' "$env_lines"
     printf 'export EDGEFLEET_POD_CIDR=%q\n' "$POD_CIDR"
+    printf 'export EDGEFLEET_SERVICE_CIDR=%q\n' "$SERVICE_CIDR"
+    printf 'export EDGEFLEET_EXTERNAL_PODS=%q\n' "$EXTERNAL_PODS"
   } >"$DIR/env"
 
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -424,18 +460,22 @@ main() {
   local cmd=${1:-}
   [[ -n $cmd ]] || usage
   shift
-  DIR="" WATCH_PID="" TIMEOUT=180 REMOVE_DIR=0 STOPPING=0
+  DIR="" WATCH_PID="" TIMEOUT=180 REMOVE_DIR=0 STOPPING=0 EXTERNAL_PODS=""
   while (($#)); do
     case $1 in
       --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
       --watch-pid) WATCH_PID=${2:?--watch-pid needs a value}; shift 2 ;;
       --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
       --remove-dir) REMOVE_DIR=1; shift ;;
+      --external-pods) EXTERNAL_PODS=${2:?--external-pods needs KEY=VALUE}; shift 2 ;;
       -h | --help) usage ;;
       *) die "unknown argument $1" ;;
     esac
   done
   [[ -n $DIR ]] || die "--dir is required"
+  if [[ -n $EXTERNAL_PODS && ! $EXTERNAL_PODS =~ ^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]+$ ]]; then
+    die "--external-pods takes one label as KEY=VALUE, not '$EXTERNAL_PODS'"
+  fi
   case $cmd in
     up) cmd_up ;;
     down) cmd_down ;;

@@ -28,6 +28,10 @@ pub const KUBECONFIG_ENV: &str = "EDGEFLEET_KUBECONFIG";
 /// Keep the started cluster's directory (logs, certificates) after the run.
 pub const KEEP_DIR_ENV: &str = "EDGEFLEET_KEEP_CLUSTER_DIR";
 
+/// Pods with this label are left to a real process by kwok: it assigns their IP but never starts
+/// them or marks them Ready; the harness runs them as real processes (`cluster.sh --external-pods`).
+pub const EXTERNAL_PODS_LABEL: (&str, &str) = ("app.kubernetes.io/name", "edgefleet-edge");
+
 /// Label put on every namespace the tests create.
 pub const TEST_NAMESPACE_LABEL: &str = "edgefleet.io/e2e";
 
@@ -98,11 +102,10 @@ impl Cluster {
     /// that built it, and every `#[tokio::test]` has its own runtime, so one shared client would
     /// die with the first test.
     pub async fn client(&self) -> Result<Client> {
-        let kubeconfig =
-            Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
-                path: self.kubeconfig.clone(),
-                source,
-            })?;
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
+            path: self.kubeconfig.clone(),
+            source,
+        })?;
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|source| Error::Kubeconfig {
@@ -198,8 +201,7 @@ async fn start_control_plane() -> Result<PathBuf> {
         .context(|| "cannot create the cluster directory".to_owned())?
         .keep();
     let log_path = dir.join("cluster.log");
-    let log = std::fs::File::create(&log_path)
-        .context(|| format!("cannot create {}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path).context(|| format!("cannot create {}", log_path.display()))?;
     let log_err = log
         .try_clone()
         .context(|| format!("cannot reopen {}", log_path.display()))?;
@@ -212,7 +214,9 @@ async fn start_control_plane() -> Result<PathBuf> {
         .arg("--watch-pid")
         .arg(std::process::id().to_string())
         .arg("--timeout")
-        .arg(STARTUP_TIMEOUT.as_secs().to_string());
+        .arg(STARTUP_TIMEOUT.as_secs().to_string())
+        .arg("--external-pods")
+        .arg(format!("{}={}", EXTERNAL_PODS_LABEL.0, EXTERNAL_PODS_LABEL.1));
     if std::env::var_os(KEEP_DIR_ENV).is_none() {
         command.arg("--remove-dir");
     }

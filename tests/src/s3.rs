@@ -61,8 +61,7 @@ impl S3Server {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).context(|| format!("cannot create {}", data.display()))?;
         let log = dir.path().join("versitygw.log");
-        let log_file =
-            std::fs::File::create(&log).context(|| format!("cannot create {}", log.display()))?;
+        let log_file = std::fs::File::create(&log).context(|| format!("cannot create {}", log.display()))?;
         let log_err = log_file
             .try_clone()
             .context(|| format!("cannot reopen {}", log.display()))?;
@@ -146,12 +145,7 @@ impl S3Server {
     }
 
     /// Runs the AWS CLI against this store with the given credentials (e.g. wrong ones).
-    pub async fn aws_as(
-        &self,
-        access_key: &str,
-        secret_key: &str,
-        args: &[&str],
-    ) -> Result<CommandOutput> {
+    pub async fn aws_as(&self, access_key: &str, secret_key: &str, args: &[&str]) -> Result<CommandOutput> {
         let mut command = Command::new("aws");
         command
             .arg("--endpoint-url")

@@ -54,8 +54,7 @@ mod tests {
 
     #[tokio::test]
     async fn times_out_when_the_condition_never_holds() {
-        let result: Result<()> =
-            wait_for("nothing", Duration::from_millis(100), || async { Ok(None) }).await;
+        let result: Result<()> = wait_for("nothing", Duration::from_millis(100), || async { Ok(None) }).await;
         assert!(
             matches!(&result, Err(Error::Timeout { what, .. }) if what == "nothing"),
             "{result:?}"
