@@ -204,6 +204,11 @@ impl Operator {
         format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
+    /// The operator's process id (for reading its CPU time and memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The operator's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
