@@ -10,22 +10,12 @@ use futures::StreamExt;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+pub use crate::render::Settings;
 use crate::telemetry::Metrics;
 pub use backoff::Backoff;
 
 /// The field manager every server-side apply of this operator uses.
 pub const FIELD_MANAGER: &str = "edgefleet-operator";
-
-/// Settings from the chart that shape what the operator renders.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Node label holding the region name.
-    pub region_label: String,
-    /// Node label holding the zone name.
-    pub zone_label: String,
-    /// Edge image used unless a Distribution overrides it.
-    pub edge_image: String,
-}
 
 /// What every reconcile pass gets.
 pub struct Context {

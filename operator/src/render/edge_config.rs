@@ -1,0 +1,222 @@
+//! The edge's runtime configuration ([`EdgeConfig`]) for a Distribution: one document for every
+//! region (the region comes from the pod's environment), holding no secret, only the paths of
+//! the files the edge Secret is mounted as.
+
+use edgefleet_config as config;
+use edgefleet_config::EdgeConfig;
+
+use super::{Blocker, EdgeSizing, names, secrets};
+use crate::api::{
+    CacheBehavior, CacheKeyPolicy, Distribution, HttpMethod, KeySelection, Origin, SelectionBehavior,
+};
+
+/// Where the disk tier lives in edge containers.
+pub const CACHE_DISK_PATH: &str = "/var/cache/edgefleet";
+/// Port of the regional Services (the edges' data port behind it).
+pub const SERVICE_PORT: i32 = 80;
+
+/// The configuration every edge of `dist` loads. Fails with the rules it breaks.
+pub fn edge_config(
+    dist: &Distribution,
+    namespace: &str,
+    sizing: &EdgeSizing,
+) -> Result<EdgeConfig, Vec<Blocker>> {
+    let name = dist.metadata.name.clone().unwrap_or_default();
+    let spec = &dist.spec;
+    let config = EdgeConfig {
+        distribution: name.clone(),
+        region: None,
+        listen: config::Listen::default(),
+        aliases: spec.aliases.clone(),
+        origins: spec.origins.iter().map(origin).collect(),
+        origin_groups: spec
+            .origin_groups
+            .iter()
+            .map(|g| config::OriginGroup {
+                id: g.name.clone(),
+                primary: g.primary.clone(),
+                secondary: g.secondary.clone(),
+                failover_statuses: g.failover_status_codes.clone(),
+            })
+            .collect(),
+        origin_shield: spec.origin_shield.as_ref().map(|shield| config::OriginShield {
+            region: shield.region.clone(),
+            url: format!(
+                "http://{}.{namespace}.svc:{SERVICE_PORT}",
+                names::regional(&name, &shield.region)
+            ),
+        }),
+        default_behavior: behavior(None, &spec.default_behavior),
+        behaviors: spec
+            .behaviors
+            .iter()
+            .map(|b| behavior(Some(b.path_pattern.clone()), &b.behavior))
+            .collect(),
+        default_root_object: spec.default_root_object.clone(),
+        error_responses: spec
+            .error_responses
+            .iter()
+            .map(|e| config::ErrorResponse {
+                error_code: e.status_code,
+                error_caching_min_ttl: u64::from(e.error_caching_min_ttl_seconds),
+                response_page_path: e.response_page_path.clone(),
+                response_code: e.response_code,
+            })
+            .collect(),
+        cache: config::CacheConfig {
+            memory_bytes: sizing.memory_bytes,
+            max_object_bytes: None,
+            disk: sizing.disk_bytes.map(|bytes| config::DiskTier {
+                path: CACHE_DISK_PATH.into(),
+                bytes,
+            }),
+        },
+        admin: config::AdminConfig {
+            token_file: secrets::file(secrets::ADMIN_TOKEN_KEY),
+        },
+        limits: config::Limits::default(),
+    };
+    match config.validate() {
+        Ok(()) => Ok(config),
+        Err(config::Error::Invalid(problems)) => Err(problems.into_iter().map(blocker).collect()),
+        Err(other) => Err(vec![Blocker::InvalidSpec {
+            field: "spec".into(),
+            message: other.to_string(),
+        }]),
+    }
+}
+
+/// Problems about what a behavior or group points at are unknown origins; the rest are
+/// settings the edge cannot use.
+fn blocker(problem: config::Problem) -> Blocker {
+    let refers_to_origin = ["targetOrigin", "primary", "secondary"]
+        .iter()
+        .any(|field| problem.field.ends_with(field))
+        && problem.message.starts_with("unknown origin");
+    if refers_to_origin {
+        Blocker::UnknownOrigin {
+            field: problem.field,
+            message: problem.message,
+        }
+    } else {
+        Blocker::InvalidSpec {
+            field: problem.field,
+            message: problem.message,
+        }
+    }
+}
+
+fn origin(origin: &Origin) -> config::Origin {
+    if let Some(s3) = &origin.s3 {
+        let signed = s3.credentials_secret_ref.is_some();
+        return config::Origin::S3(config::S3Origin {
+            id: origin.name.clone(),
+            endpoint: s3.endpoint.clone(),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            path_style: s3.path_style,
+            access_key_id_file: signed.then(|| secrets::file(&secrets::access_key_id_key(&origin.name))),
+            secret_access_key_file: signed
+                .then(|| secrets::file(&secrets::secret_access_key_key(&origin.name))),
+            session_token_file: None,
+            connect_timeout_seconds: 10,
+            read_timeout_seconds: 30,
+        });
+    }
+    // Admission guarantees exactly one of s3 and http; an object that slipped past it (a CRD
+    // without its rules) becomes an http origin without a URL, which validation then reports.
+    let http = origin.http.clone();
+    config::Origin::Http(config::HttpOrigin {
+        id: origin.name.clone(),
+        url: http.as_ref().map(|h| h.url.clone()).unwrap_or_default(),
+        host_header: None,
+        connect_timeout_seconds: http.as_ref().map_or(5, |h| u64::from(h.connect_timeout_seconds)),
+        read_timeout_seconds: http.as_ref().map_or(30, |h| u64::from(h.read_timeout_seconds)),
+    })
+}
+
+fn behavior(path_pattern: Option<String>, behavior: &CacheBehavior) -> config::Behavior {
+    config::Behavior {
+        path_pattern,
+        target_origin: behavior.target_origin.clone(),
+        min_ttl: behavior.ttl.min_seconds,
+        default_ttl: behavior.ttl.default_seconds,
+        max_ttl: behavior.ttl.max_seconds,
+        cache_key: cache_key(&behavior.cache_key),
+        compress: behavior.compress,
+        allowed_methods: behavior.allowed_methods.iter().copied().map(method).collect(),
+        stale_if_error_seconds: u64::from(behavior.stale_if_error_seconds),
+    }
+}
+
+fn cache_key(policy: &CacheKeyPolicy) -> config::CacheKey {
+    config::CacheKey {
+        query_strings: key_list(&policy.query_strings),
+        headers: key_list(&policy.headers),
+        cookies: key_list(&policy.cookies),
+    }
+}
+
+fn key_list(selection: &KeySelection) -> config::KeyList {
+    match selection.behavior {
+        SelectionBehavior::None => config::KeyList::None,
+        SelectionBehavior::All => config::KeyList::All,
+        SelectionBehavior::AllowList => config::KeyList::AllowList(selection.names.clone()),
+    }
+}
+
+fn method(method: HttpMethod) -> config::Method {
+    match method {
+        HttpMethod::GET => config::Method::Get,
+        HttpMethod::HEAD => config::Method::Head,
+        HttpMethod::OPTIONS => config::Method::Options,
+        HttpMethod::PUT => config::Method::Put,
+        HttpMethod::POST => config::Method::Post,
+        HttpMethod::PATCH => config::Method::Patch,
+        HttpMethod::DELETE => config::Method::Delete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::{example, sizing};
+
+    #[test]
+    fn renders_the_example_with_the_shield_service_and_secret_file_paths() {
+        let config = edge_config(&example(), "web", &sizing()).expect("valid");
+        let shield = config.origin_shield.as_ref().expect("shield");
+        assert_eq!(shield.region, "eu-west");
+        assert_eq!(shield.url, "http://site-eu-west.web.svc:80");
+        let config::Origin::S3(s3) = &config.origins[0] else {
+            panic!("an s3 origin")
+        };
+        assert_eq!(
+            s3.access_key_id_file.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/edgefleet/secrets/origin-bucket-access-key-id"
+            ))
+        );
+        assert_eq!(config.region, None, "the region comes from EDGEFLEET_REGION");
+        assert_eq!(config.behaviors[0].min_ttl, 3600);
+        assert_eq!(config.error_responses[0].error_caching_min_ttl, 30);
+        // What the operator writes, the edge reads back unchanged.
+        let yaml = config.to_yaml().expect("yaml");
+        assert_eq!(EdgeConfig::from_yaml(&yaml).expect("parses"), config);
+        assert!(!yaml.contains("edgefleet-demo"), "no secret in the config");
+    }
+
+    #[test]
+    fn a_target_the_edge_does_not_know_is_an_unknown_origin() {
+        let mut dist = example();
+        dist.spec.default_behavior.target_origin = "nowhere".into();
+        let blockers = edge_config(&dist, "web", &sizing()).expect_err("unknown");
+        assert!(
+            blockers
+                .iter()
+                .any(|b| matches!(b, Blocker::UnknownOrigin { field, .. } if field == "defaultBehavior.targetOrigin")),
+            "{blockers:?}"
+        );
+        assert_eq!(blockers[0].reason(), "UnknownOrigin");
+    }
+}

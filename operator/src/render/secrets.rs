@@ -1,0 +1,244 @@
+//! The edge Secret: the fleet's admin token and the origin credentials copied from the Secrets a
+//! Distribution references. The edges read each value from a file under [`MOUNT_PATH`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{Blocker, Inputs, hash, metadata, names};
+use crate::api::{Distribution, S3CredentialsRef};
+
+/// Where the edge Secret is mounted in edge containers.
+pub const MOUNT_PATH: &str = "/etc/edgefleet/secrets";
+/// Key of the admin token in the edge Secret.
+pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+
+/// Key of an origin's access key id in the edge Secret.
+pub fn access_key_id_key(origin: &str) -> String {
+    format!("origin-{origin}-access-key-id")
+}
+
+/// Key of an origin's secret access key in the edge Secret.
+pub fn secret_access_key_key(origin: &str) -> String {
+    format!("origin-{origin}-secret-access-key")
+}
+
+/// Path, inside an edge container, of the file holding `key` of the edge Secret.
+pub fn file(key: &str) -> PathBuf {
+    PathBuf::from(MOUNT_PATH).join(key)
+}
+
+/// An S3 access key pair, copied from a referenced Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// The access key id.
+    pub access_key_id: Vec<u8>,
+    /// The secret access key.
+    pub secret_access_key: Vec<u8>,
+}
+
+// Never print credentials, not even in debug logs.
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("S3Credentials(..)")
+    }
+}
+
+/// The names of the Secrets `dist` references, each once.
+pub fn referenced_secrets(dist: &Distribution) -> Vec<String> {
+    let mut names: Vec<String> = dist
+        .spec
+        .origins
+        .iter()
+        .filter_map(|o| o.s3.as_ref()?.credentials_secret_ref.as_ref())
+        .map(|r| r.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Copies each S3 origin's key pair out of the referenced Secrets (`secrets` maps a name to the
+/// Secret, or to `None` when it does not exist). Every missing Secret or key is reported.
+pub fn resolve_credentials(
+    dist: &Distribution,
+    secrets: &BTreeMap<String, Option<Secret>>,
+) -> Result<BTreeMap<String, S3Credentials>, Vec<Blocker>> {
+    let mut credentials = BTreeMap::new();
+    let mut blockers = Vec::new();
+    for origin in &dist.spec.origins {
+        let Some(reference) = origin
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials_secret_ref.as_ref())
+        else {
+            continue;
+        };
+        match secrets.get(&reference.name).and_then(Option::as_ref) {
+            None => blockers.push(Blocker::OriginSecretMissing {
+                origin: origin.name.clone(),
+                secret: reference.name.clone(),
+                missing_keys: Vec::new(),
+            }),
+            Some(secret) => match copy_pair(secret, reference) {
+                Ok(pair) => {
+                    credentials.insert(origin.name.clone(), pair);
+                }
+                Err(missing_keys) => blockers.push(Blocker::OriginSecretMissing {
+                    origin: origin.name.clone(),
+                    secret: reference.name.clone(),
+                    missing_keys,
+                }),
+            },
+        }
+    }
+    if blockers.is_empty() {
+        Ok(credentials)
+    } else {
+        Err(blockers)
+    }
+}
+
+fn copy_pair(secret: &Secret, reference: &S3CredentialsRef) -> Result<S3Credentials, Vec<String>> {
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|v| v.0.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let id = value(&reference.access_key_id_key);
+    let key = value(&reference.secret_access_key_key);
+    match (id, key) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(S3Credentials {
+            access_key_id,
+            secret_access_key,
+        }),
+        (id, key) => Err([
+            (id.is_none(), &reference.access_key_id_key),
+            (key.is_none(), &reference.secret_access_key_key),
+        ]
+        .into_iter()
+        .filter(|(missing, _)| *missing)
+        .map(|(_, name)| name.clone())
+        .collect()),
+    }
+}
+
+/// The edge Secret `<dist>-edge`.
+pub(super) fn secret(dist: &Distribution, inputs: &Inputs) -> Secret {
+    let mut data = BTreeMap::from([(
+        ADMIN_TOKEN_KEY.to_owned(),
+        ByteString(inputs.admin_token.as_bytes().to_vec()),
+    )]);
+    for (origin, pair) in &inputs.credentials {
+        data.insert(access_key_id_key(origin), ByteString(pair.access_key_id.clone()));
+        data.insert(
+            secret_access_key_key(origin),
+            ByteString(pair.secret_access_key.clone()),
+        );
+    }
+    Secret {
+        metadata: metadata(
+            dist,
+            names::edge(&dist_name(dist)),
+            names::labels(&dist_name(dist)),
+        ),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// A revision of the edge Secret's contents that reveals nothing about them: the hash is salted
+/// with the admin token, which is random and itself secret.
+pub(super) fn revision(secret: &Secret) -> String {
+    let data = secret.data.clone().unwrap_or_default();
+    let token = data.get(ADMIN_TOKEN_KEY).map(|v| v.0.clone()).unwrap_or_default();
+    let mut parts: Vec<&[u8]> = vec![token.as_slice()];
+    for (key, value) in &data {
+        parts.push(key.as_bytes());
+        parts.push(value.0.as_slice());
+    }
+    hash::short_hash(parts)
+}
+
+fn dist_name(dist: &Distribution) -> String {
+    dist.metadata.name.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::example;
+
+    fn secret_with(pairs: &[(&str, &str)]) -> Option<Secret> {
+        Some(Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        })
+    }
+
+    #[test]
+    fn copies_the_pair_from_the_referenced_secret() {
+        let dist = example();
+        let secrets = BTreeMap::from([(
+            "site-origin".to_owned(),
+            secret_with(&[("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "key")]),
+        )]);
+        let credentials = resolve_credentials(&dist, &secrets).expect("resolved");
+        assert_eq!(credentials["bucket"].access_key_id, b"id");
+        assert_eq!(credentials["bucket"].secret_access_key, b"key");
+    }
+
+    #[test]
+    fn a_missing_secret_or_key_is_reported_with_the_origin() {
+        let dist = example();
+        let missing = BTreeMap::from([("site-origin".to_owned(), None)]);
+        let blockers = resolve_credentials(&dist, &missing).expect_err("missing");
+        assert_eq!(
+            blockers,
+            [Blocker::OriginSecretMissing {
+                origin: "bucket".into(),
+                secret: "site-origin".into(),
+                missing_keys: vec![],
+            }]
+        );
+        let partial = BTreeMap::from([(
+            "site-origin".to_owned(),
+            secret_with(&[("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "")]),
+        )]);
+        let blockers = resolve_credentials(&dist, &partial).expect_err("missing key");
+        assert!(
+            blockers[0].message().contains("AWS_SECRET_ACCESS_KEY"),
+            "{}",
+            blockers[0].message()
+        );
+    }
+
+    #[test]
+    fn the_revision_changes_with_any_value_and_hides_them() {
+        let dist = example();
+        let inputs = crate::render::tests::inputs();
+        let before = revision(&secret(&dist, &inputs));
+        let mut rotated = inputs.clone();
+        rotated
+            .credentials
+            .get_mut("bucket")
+            .expect("bucket credentials")
+            .secret_access_key = b"rotated".to_vec();
+        assert_ne!(before, revision(&secret(&dist, &rotated)));
+        assert!(
+            !format!("{rotated:?}").contains("rotated"),
+            "credentials are never printed"
+        );
+    }
+}
