@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod error;
 pub mod operator;
+pub mod pods;
 pub mod process;
 pub mod s3;
 pub mod tools;

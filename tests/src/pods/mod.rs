@@ -1,0 +1,347 @@
+//! Real processes for pods on simulated nodes.
+//!
+//! The local cluster's nodes are KWOK's: nothing runs there. Pods carrying the cluster's
+//! external-pods label (`cluster.sh --external-pods`, [`crate::cluster::EXTERNAL_PODS_LABEL`]) get
+//! an IP from kwok (in a 127.x range, so it is a local address) and are otherwise left alone. A
+//! [`PodRunner`] plays the kubelet for them:
+//!
+//! - it watches those pods and, for each one bound to a node, starts one process per container
+//!   from the pod's own spec: the local binary registered for the container's image (the image's
+//!   entrypoint), the spec's command (minus its first element, the entrypoint's path inside the
+//!   image) and args, and its environment (`value`, `$(VAR)` expansion, downward-API `fieldRef`
+//!   and `resourceFieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`), plus HOSTNAME and a
+//!   default PATH as a container runtime would set;
+//! - it writes the pod's volumes (`configMap`, `secret`, `downwardAPI`, `projected` including
+//!   bound service-account tokens, `emptyDir`) under `<runner dir>/<namespace>_<pod>/volumes/
+//!   <volume>/`, the way the kubelet does (a `..data` symlink swapped atomically), and rewrites
+//!   them when a ConfigMap or Secret changes;
+//! - there is no mount namespace, so container paths are mapped by rewriting: any absolute path
+//!   in command, args or env values that lies under a container's `mountPath` (whole path
+//!   components, where a path can start: not in the middle of a word) becomes the host
+//!   directory of that volume (`subPath` appended); `workingDir` is mapped the same way;
+//! - there is no network namespace either, so a listen address of `0.0.0.0` / `[::]` in command,
+//!   args or env values is rewritten to the pod's IP: each pod listens on its own address;
+//! - it sets the pod Running, runs the readiness probe (`httpGet`, `tcpSocket`) against the
+//!   process at the pod's IP and reports Ready / ContainersReady and the container statuses in
+//!   the pod's status, restarts exited processes with back-off (restart counts and last state
+//!   reported), and stops the process (SIGTERM, then SIGKILL after the grace period) when the pod
+//!   is deleted.
+//!
+//! The product never knows: it sees ordinary pods, IPs, statuses and files.
+//!
+//! Limits: no DNS for Service names and no Service virtual IPs (no kube-proxy); exec and gRPC
+//! probes are not run (such a container never becomes ready); liveness and startup probes are
+//! ignored; a program that reads a hard-coded path not passed through args or env, or that
+//! listens on all addresses without being told so, is not mapped. Processes are killed when the
+//! runner is dropped, and (via `setpriv --pdeathsig`) when the thread that started them dies.
+
+mod fields;
+mod launch;
+mod probe;
+mod status;
+mod supervisor;
+mod volumes;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector};
+use kube::{Api, Client, Resource};
+use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::cluster::{Cluster, EXTERNAL_PODS_LABEL, KEEP_DIR_ENV};
+use crate::error::{Error, IoContext, Result};
+use supervisor::{Shared, supervise};
+
+/// How long [`PodRunner::start`] waits for its first list of pods, ConfigMaps and Secrets.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which pods to run and with which binaries.
+#[derive(Debug, Clone)]
+pub struct PodRunnerConfig {
+    namespace: Option<String>,
+    selector: String,
+    images: BTreeMap<String, PathBuf>,
+}
+
+impl PodRunnerConfig {
+    /// The cluster's external pods in `namespace`.
+    pub fn in_namespace(namespace: &str) -> Self {
+        PodRunnerConfig {
+            namespace: Some(namespace.to_owned()),
+            ..Self::all_namespaces()
+        }
+    }
+
+    /// The cluster's external pods in every namespace.
+    pub fn all_namespaces() -> Self {
+        PodRunnerConfig {
+            namespace: None,
+            selector: format!("{}={}", EXTERNAL_PODS_LABEL.0, EXTERNAL_PODS_LABEL.1),
+            images: BTreeMap::new(),
+        }
+    }
+
+    /// Runs containers whose image is `repository` (any tag or digest) with the local `binary`.
+    pub fn image(mut self, repository: &str, binary: impl Into<PathBuf>) -> Self {
+        self.images.insert(repository.to_owned(), binary.into());
+        self
+    }
+}
+
+/// Runs the selected pods as local processes until dropped.
+#[derive(Debug)]
+pub struct PodRunner {
+    task: JoinHandle<()>,
+    dir: PathBuf,
+    /// Removes `dir` on drop, unless the cluster directory is to be kept.
+    _cleanup: Option<tempfile::TempDir>,
+}
+
+impl Drop for PodRunner {
+    fn drop(&mut self) {
+        // Dropping the task drops every pod's supervisor, and with it its processes.
+        self.task.abort();
+    }
+}
+
+impl PodRunner {
+    /// Starts running the pods `config` selects; returns once the runner has seen the current
+    /// pods, ConfigMaps and Secrets.
+    pub async fn start(cluster: &Cluster, config: PodRunnerConfig) -> Result<PodRunner> {
+        let client = cluster.client().await?;
+        let temp = tempfile::Builder::new()
+            .prefix("edgefleet-pods-")
+            .tempdir()
+            .context(|| "cannot create the pod runner's directory".to_owned())?;
+        let dir = temp.path().to_owned();
+        let cleanup = if std::env::var_os(KEEP_DIR_ENV).is_some() {
+            eprintln!("[pod-runner] pod files and logs kept in {}", dir.display());
+            drop(temp.keep());
+            None
+        } else {
+            Some(temp)
+        };
+
+        let (config_maps, config_map_writer) = reflector::store();
+        let (secrets, secret_writer) = reflector::store();
+        let (changed_tx, sources_changed) = watch::channel(0_u64);
+        let http = reqwest::Client::builder()
+            // Like the kubelet, probes don't verify certificates.
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|error| Error::Invalid {
+                what: "probe HTTP client".to_owned(),
+                reason: error.to_string(),
+            })?;
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            config_maps: config_maps.clone(),
+            secrets: secrets.clone(),
+            sources_changed,
+            images: config.images.clone(),
+            root: dir.clone(),
+            http,
+            setpriv: find_in_path("setpriv"),
+        });
+
+        let config_map_events = reflector(
+            config_map_writer,
+            watcher(
+                api::<ConfigMap>(&client, config.namespace.as_deref()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        let secret_events = reflector(
+            secret_writer,
+            watcher(
+                api::<Secret>(&client, config.namespace.as_deref()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        let pods = watcher(
+            api::<Pod>(&client, config.namespace.as_deref()),
+            watcher::Config::default().labels(&config.selector),
+        )
+        .default_backoff();
+
+        let (synced_tx, synced) = oneshot::channel();
+        let sources = async move {
+            config_maps.wait_until_ready().await.ok();
+            secrets.wait_until_ready().await.ok();
+        };
+        let task = tokio::spawn(run(
+            shared,
+            Streams {
+                config_maps: Box::pin(config_map_events.map(|event| event.map(drop))),
+                secrets: Box::pin(secret_events.map(|event| event.map(drop))),
+                pods: Box::pin(pods),
+            },
+            Box::pin(sources),
+            changed_tx,
+            synced_tx,
+        ));
+        let runner = PodRunner {
+            task,
+            dir,
+            _cleanup: cleanup,
+        };
+        match tokio::time::timeout(SYNC_TIMEOUT, synced).await {
+            Ok(Ok(())) => Ok(runner),
+            _ => Err(Error::Timeout {
+                what: "the pod runner's first sync of pods, ConfigMaps and Secrets".to_owned(),
+                waited: SYNC_TIMEOUT,
+            }),
+        }
+    }
+
+    /// The directory holding a pod's `volumes/` and `logs/<container>.log`.
+    pub fn pod_dir(&self, namespace: &str, pod: &str) -> PathBuf {
+        supervisor::pod_dir(&self.dir, namespace, pod)
+    }
+
+    /// The log (stdout and stderr) of a pod's container, across restarts.
+    pub fn log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.pod_dir(namespace, pod)
+            .join("logs")
+            .join(format!("{container}.log"))
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher::watcher(api, config)
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = T> + Send>>;
+
+struct Streams {
+    config_maps: BoxStream<watcher::Result<()>>,
+    secrets: BoxStream<watcher::Result<()>>,
+    pods: BoxStream<watcher::Result<Event<Pod>>>,
+}
+
+/// The runner's loop: keeps the ConfigMap/Secret caches current, and one supervisor per pod.
+async fn run(
+    shared: Arc<Shared>,
+    mut streams: Streams,
+    sources_synced: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    changed: watch::Sender<u64>,
+    synced: oneshot::Sender<()>,
+) {
+    // Pods are looked at only once the caches are filled, so a pod is never reported as
+    // missing a ConfigMap that exists.
+    let mut sources_synced = sources_synced;
+    loop {
+        tokio::select! {
+            () = &mut sources_synced => break,
+            Some(event) = streams.config_maps.next() => log_error("ConfigMaps", event),
+            Some(event) = streams.secrets.next() => log_error("Secrets", event),
+        }
+    }
+
+    let mut pods: HashMap<String, watch::Sender<Pod>> = HashMap::new();
+    let mut supervisors = JoinSet::new();
+    let mut listing: Option<HashSet<String>> = None;
+    let mut synced = Some(synced);
+    loop {
+        tokio::select! {
+            Some(event) = streams.config_maps.next() => {
+                log_error("ConfigMaps", event);
+                changed.send_modify(|generation| *generation += 1);
+            }
+            Some(event) = streams.secrets.next() => {
+                log_error("Secrets", event);
+                changed.send_modify(|generation| *generation += 1);
+            }
+            Some(event) = streams.pods.next() => match event {
+                Ok(Event::Init) => listing = Some(HashSet::new()),
+                Ok(Event::InitApply(pod)) => {
+                    if let (Some(seen), Some(uid)) = (listing.as_mut(), pod.metadata.uid.clone()) {
+                        seen.insert(uid);
+                    }
+                    apply(&shared, &mut pods, &mut supervisors, pod);
+                }
+                Ok(Event::InitDone) => {
+                    // Pods that vanished while the watch was down.
+                    if let Some(seen) = listing.take() {
+                        pods.retain(|uid, _| seen.contains(uid));
+                    }
+                    if let Some(synced) = synced.take() {
+                        let _ = synced.send(());
+                    }
+                }
+                Ok(Event::Apply(pod)) => apply(&shared, &mut pods, &mut supervisors, pod),
+                Ok(Event::Delete(pod)) => {
+                    // Dropping the sender tells the supervisor to stop the processes.
+                    if let Some(uid) = pod.metadata.uid {
+                        pods.remove(&uid);
+                    }
+                }
+                Err(error) => eprintln!("[pod-runner] watching pods: {error}"),
+            },
+            Some(finished) = supervisors.join_next(), if !supervisors.is_empty() => {
+                if let Err(error) = finished {
+                    eprintln!("[pod-runner] a pod supervisor failed: {error}");
+                }
+            }
+        }
+    }
+}
+
+fn log_error(what: &str, event: watcher::Result<()>) {
+    if let Err(error) = event {
+        eprintln!("[pod-runner] watching {what}: {error}");
+    }
+}
+
+/// Hands the latest version of a pod to its supervisor, starting one for a newly bound pod.
+fn apply(
+    shared: &Arc<Shared>,
+    pods: &mut HashMap<String, watch::Sender<Pod>>,
+    supervisors: &mut JoinSet<()>,
+    pod: Pod,
+) {
+    let bound = pod.spec.as_ref().is_some_and(|spec| spec.node_name.is_some());
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    if let Some(sender) = pods.get(&uid) {
+        sender.send_replace(pod);
+    } else if bound && pod.metadata.deletion_timestamp.is_none() {
+        let (sender, receiver) = watch::channel(pod);
+        pods.insert(uid, sender);
+        supervisors.spawn(supervise(shared.clone(), receiver));
+    }
+}
