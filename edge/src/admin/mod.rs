@@ -1,0 +1,130 @@
+//! The admin API on its own port. `/healthz` and `/readyz` answer anyone (kubelet probes carry no
+//! secrets); everything else requires `Authorization: Bearer <token>` with the token from the
+//! configured file.
+mod invalidations;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{config::Loader, proxy::Edge};
+
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub(crate) edge: Arc<Edge>,
+    pub(crate) loader: Arc<Loader>,
+    pub(crate) invalidations: Arc<invalidations::Ledger>,
+}
+
+impl AdminState {
+    pub(crate) fn new(edge: Arc<Edge>, loader: Arc<Loader>) -> Self {
+        Self {
+            edge,
+            loader,
+            invalidations: Arc::new(invalidations::Ledger::default()),
+        }
+    }
+}
+
+pub(crate) fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/invalidations", post(invalidations::create))
+        .route("/invalidations/{id}", get(invalidations::show))
+        .route("/reload", post(reload))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// An error answer with a JSON body `{"error": "..."}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let expected = state.edge.runtime().admin_token.clone();
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => next.run(request).await,
+        _ => {
+            let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgefleet-edge\""),
+            );
+            response
+        }
+    }
+}
+
+/// Ready once a configuration is loaded (the admin port only opens then) and until shutdown
+/// begins, so load balancers stop sending before connections close.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.edge.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    match state.loader.reload(&state.edge).await {
+        Ok(generation) => Json(json!({ "generation": generation })).into_response(),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("configuration rejected, the running one stays: {e}"),
+        ),
+    }
+}
+
+async fn status(State(state): State<AdminState>) -> Response {
+    let runtime = state.edge.runtime();
+    let usage = state.edge.cache.store.usage();
+    Json(json!({
+        "distribution": runtime.config.distribution,
+        "region": runtime.region,
+        "generation": runtime.generation,
+        "draining": state.edge.draining(),
+        "cache": {
+            "bytes": usage.bytes,
+            "capacityBytes": usage.capacity,
+            "objects": usage.items,
+            "evictions": usage.evictions,
+            "fillsInFlight": state.edge.cache.flights.len(),
+        },
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let edge = &state.edge;
+    edge.metrics
+        .observe_cache(edge.cache.store.usage(), edge.cache.flights.len());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        edge.metrics.encode(),
+    )
+        .into_response()
+}

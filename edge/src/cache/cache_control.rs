@@ -1,0 +1,263 @@
+//! The response `Cache-Control` directives a shared cache acts on (RFC 9111 §5.2.2, RFC 5861).
+//!
+//! Parsing never fails: unknown directives are ignored, and a freshness directive with an invalid
+//! value is read as 0 so the response is treated as stale (RFC 9111 §4.2.1 "SHOULD consider
+//! responses with invalid freshness information to be stale").
+
+/// Delta-seconds beyond this are read as this (RFC 9111 §1.2.2).
+const MAX_DELTA_SECONDS: u64 = 2_147_483_648;
+
+/// The directives that matter to this cache. Viewers' `Cache-Control` is never parsed: like
+/// CloudFront, the edge ignores it for caching decisions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheControl {
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage: Option<u64>,
+    pub(crate) no_store: bool,
+    /// Also set by the qualified form `no-cache="field"`, which is treated as unqualified.
+    pub(crate) no_cache: bool,
+    /// Also set by the qualified form `private="field"`.
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    /// `must-revalidate` or `proxy-revalidate`: stale content is never served.
+    pub(crate) must_revalidate: bool,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` field value of a response, in order.
+    pub(crate) fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut cc = CacheControl::default();
+        for value in values {
+            for (name, arg) in Directives::new(value) {
+                cc.apply(name, arg);
+            }
+        }
+        cc
+    }
+
+    fn apply(&mut self, name: &[u8], arg: Option<&[u8]>) {
+        let seconds = || arg.map_or(0, delta_seconds);
+        // A directive repeated with different values keeps the smallest: the safe reading.
+        let keep_min = |slot: &mut Option<u64>, v: u64| *slot = Some(slot.map_or(v, |o| o.min(v)));
+        match name.to_ascii_lowercase().as_slice() {
+            b"max-age" => keep_min(&mut self.max_age, seconds()),
+            b"s-maxage" => keep_min(&mut self.s_maxage, seconds()),
+            b"no-store" => self.no_store = true,
+            b"no-cache" => self.no_cache = true,
+            b"private" => self.private = true,
+            b"public" => self.public = true,
+            b"must-revalidate" | b"proxy-revalidate" => self.must_revalidate = true,
+            b"stale-while-revalidate" => keep_min(&mut self.stale_while_revalidate, seconds()),
+            b"stale-if-error" => keep_min(&mut self.stale_if_error, seconds()),
+            _ => {}
+        }
+    }
+}
+
+/// `1*DIGIT`; anything else is invalid and reads as 0.
+fn delta_seconds(arg: &[u8]) -> u64 {
+    if arg.is_empty() || !arg.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    arg.iter().fold(0u64, |acc, d| {
+        acc.saturating_mul(10)
+            .saturating_add(u64::from(d - b'0'))
+            .min(MAX_DELTA_SECONDS)
+    })
+}
+
+/// Iterates `name[=token|"quoted"]` directives separated by commas, skipping empty ones.
+struct Directives<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Directives<'a> {
+    fn new(value: &'a [u8]) -> Self {
+        Self { rest: value }
+    }
+}
+
+impl<'a> Iterator for Directives<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.rest = trim_start(self.rest);
+            if self.rest.is_empty() {
+                return None;
+            }
+            let name_end = self
+                .rest
+                .iter()
+                .position(|&b| b == b',' || b == b'=')
+                .unwrap_or(self.rest.len());
+            let name = trim(&self.rest[..name_end]);
+            self.rest = &self.rest[name_end..];
+            let mut arg = None;
+            if let Some((&b'=', after)) = self.rest.split_first() {
+                let after = trim_start(after);
+                if let Some((&b'"', quoted)) = after.split_first() {
+                    // Quoted-string: up to the closing quote, honouring backslash escapes.
+                    let mut i = 0;
+                    while i < quoted.len() && quoted[i] != b'"' {
+                        i += if quoted[i] == b'\\' { 2 } else { 1 };
+                    }
+                    let end = i.min(quoted.len());
+                    arg = Some(&quoted[..end]);
+                    self.rest = quoted.get(end + 1..).unwrap_or(&[]);
+                    // Skip anything between the closing quote and the next comma.
+                    let skip = self
+                        .rest
+                        .iter()
+                        .position(|&b| b == b',')
+                        .unwrap_or(self.rest.len());
+                    self.rest = &self.rest[skip..];
+                } else {
+                    let end = after.iter().position(|&b| b == b',').unwrap_or(after.len());
+                    arg = Some(trim(&after[..end]));
+                    self.rest = &after[end..];
+                }
+            }
+            if let Some((&b',', after)) = self.rest.split_first() {
+                self.rest = after;
+            }
+            if !name.is_empty() {
+                return Some((name, arg));
+            }
+        }
+    }
+}
+
+fn trim_start(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    &s[start..]
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let s = trim_start(s);
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse(s: &str) -> CacheControl {
+        CacheControl::parse([s.as_bytes()])
+    }
+
+    #[test]
+    fn reads_the_directives_a_shared_cache_needs() {
+        let cc =
+            parse(r#"public, max-age=60, s-maxage="120", stale-while-revalidate=30, stale-if-error=600"#);
+        assert_eq!(cc.max_age, Some(60));
+        assert_eq!(cc.s_maxage, Some(120));
+        assert!(cc.public && !cc.private && !cc.no_store);
+        assert_eq!(cc.stale_while_revalidate, Some(30));
+        assert_eq!(cc.stale_if_error, Some(600));
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_qualified_forms_count() {
+        let cc = parse(r#"No-Cache="Set-Cookie, X-Foo", PRIVATE, Proxy-Revalidate, no-store"#);
+        assert!(cc.no_cache && cc.private && cc.must_revalidate && cc.no_store);
+    }
+
+    #[test]
+    fn invalid_or_conflicting_ages_are_read_safely() {
+        assert_eq!(parse("max-age=abc").max_age, Some(0));
+        assert_eq!(parse("max-age=").max_age, Some(0));
+        assert_eq!(parse("max-age=-5").max_age, Some(0));
+        assert_eq!(parse("max-age=300, max-age=10").max_age, Some(10));
+        assert_eq!(
+            parse("max-age=99999999999999999999999").max_age,
+            Some(MAX_DELTA_SECONDS)
+        );
+    }
+
+    #[test]
+    fn several_field_lines_combine() {
+        let cc = CacheControl::parse([&b"max-age=5"[..], &b"s-maxage=7, must-revalidate"[..]]);
+        assert_eq!(
+            (cc.max_age, cc.s_maxage, cc.must_revalidate),
+            (Some(5), Some(7), true)
+        );
+    }
+
+    #[test]
+    fn commas_inside_quotes_do_not_split() {
+        let cc = parse(r#"private="a,max-age=1", max-age=9"#);
+        assert!(cc.private);
+        assert_eq!(cc.max_age, Some(9));
+    }
+
+    #[derive(Debug, Clone)]
+    struct Generated {
+        max_age: Option<u64>,
+        s_maxage: Option<u64>,
+        swr: Option<u64>,
+        no_store: bool,
+        private: bool,
+    }
+
+    fn render(g: &Generated, quote: bool, upper: bool) -> String {
+        let mut parts = Vec::new();
+        let num = |n: u64| if quote { format!("\"{n}\"") } else { n.to_string() };
+        if let Some(n) = g.max_age {
+            parts.push(format!("max-age={}", num(n)));
+        }
+        if let Some(n) = g.s_maxage {
+            parts.push(format!("s-maxage = {}", num(n)));
+        }
+        if let Some(n) = g.swr {
+            parts.push(format!("stale-while-revalidate={}", num(n)));
+        }
+        if g.no_store {
+            parts.push("no-store".into());
+        }
+        if g.private {
+            parts.push("private=\"x, y\"".into());
+        }
+        parts.push("x-unknown=\"a,b\"".into());
+        let s = parts.join(" , ");
+        if upper { s.to_ascii_uppercase() } else { s }
+    }
+
+    proptest! {
+        // Fuzzing: 20,000 cases of arbitrary bytes plus 20,000 of generated directive lists
+        // (see edge/README.md for run times).
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..4)) {
+            let _ = CacheControl::parse(values.iter().map(Vec::as_slice));
+        }
+
+        #[test]
+        fn generated_directives_parse_back(
+            max_age in proptest::option::of(0u64..10_000_000),
+            s_maxage in proptest::option::of(0u64..10_000_000),
+            swr in proptest::option::of(0u64..100_000),
+            no_store: bool,
+            private: bool,
+            quote: bool,
+            upper: bool,
+        ) {
+            let g = Generated { max_age, s_maxage, swr, no_store, private };
+            let cc = parse(&render(&g, quote, upper));
+            prop_assert_eq!(cc.max_age, g.max_age);
+            prop_assert_eq!(cc.s_maxage, g.s_maxage);
+            prop_assert_eq!(cc.stale_while_revalidate, g.swr);
+            prop_assert_eq!(cc.no_store, g.no_store);
+            prop_assert_eq!(cc.private, g.private);
+        }
+    }
+}

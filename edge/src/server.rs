@@ -1,0 +1,84 @@
+//! Listeners and connections: the data port (hyper HTTP/1.1, keep-alive) and the admin port
+//! (axum), with graceful shutdown: stop accepting, finish in-flight requests within a deadline.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::{Error, Result},
+    proxy::{self, Edge},
+};
+
+/// A viewer has this long to send a complete request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Accepts viewers until `stop`, then lets open connections finish within `deadline`.
+pub(crate) async fn serve_data(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    stop: CancellationToken,
+    deadline: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let limits = edge.runtime().limits.clone();
+        let edge = edge.clone();
+        let service = service_fn(move |request| {
+            let edge = edge.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(edge, request, client).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // Room for a head at the configured limits, so oversize requests get a precise 414/431
+            // from admission; anything beyond this gets hyper's 431.
+            .max_buf_size((limits.max_header_bytes + limits.max_url_bytes).max(16 << 10))
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %client, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(deadline) => tracing::warn!(?deadline, "shutdown deadline passed; closing remaining connections"),
+    }
+}
+
+/// Serves the admin API until `stop`.
+pub(crate) async fn serve_admin(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}
