@@ -14,6 +14,20 @@ pub enum Error {
         /// Resource name.
         name: String,
     },
+    /// A resource arrived without the uid the API server gives every object.
+    #[error("{kind} {name} has no uid")]
+    MissingUid {
+        /// Resource kind.
+        kind: &'static str,
+        /// Resource name.
+        name: String,
+    },
+    /// The system's random source failed (generating a fleet's admin token).
+    #[error("could not generate an admin token: {0}")]
+    Random(String),
+    /// The HTTP client for the edges' admin APIs could not be built.
+    #[error("could not build the HTTP client for the edges' admin APIs: {0}")]
+    HttpClient(String),
     /// Serialising an object for the API failed (a bug: our own types must serialise).
     #[error("could not serialise {what}: {source}")]
     Serialize {
@@ -44,6 +58,9 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingNamespace { .. } => "missing_namespace",
+            Error::MissingUid { .. } => "missing_uid",
+            Error::Random(_) => "random",
+            Error::HttpClient(_) => "http_client",
             Error::Serialize { .. } => "serialize",
             Error::LeaderElection(_) | Error::LeadershipLost => "leader_election",
             Error::Listen { .. } => "listen",

@@ -190,8 +190,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     } else {
         metrics.set_leader(true);
         health.set_ready();
-        controller::run(ctx, stopped()).await;
-        Ok(())
+        controller::run(ctx, stopped()).await
     };
     let _ = server.await;
     result
@@ -217,11 +216,11 @@ where
     let controllers = controller::run(ctx, stop_or_lost.boxed().shared());
     tokio::pin!(controllers);
     tokio::select! {
-        _ = &mut controllers => Ok(()),
+        result = &mut controllers => result,
         _ = leading.wait_for(|leader| !*leader) => {
             tracing::error!("lost leadership; stopping controllers");
             let _ = lost_tx.send(true);
-            controllers.await;
+            let _ = controllers.await;
             Err(Error::LeadershipLost)
         }
     }

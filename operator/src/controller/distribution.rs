@@ -1,50 +1,339 @@
 //! Reconciles a Distribution into its regional edge fleets.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::Stream;
-use kube::ResourceExt;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
-use super::{Context, apply_status, error_policy, object_key};
+use super::apply::{self, Applied, Change};
+use super::status::{self, Observation, RegionObservation};
+use super::stores::{FleetTriggers, Stores};
+use super::{State, apply_status, error_policy, object_key};
 use crate::api::{Distribution, DistributionStatus};
+use crate::render::{self, Blocker, Inputs, Manifest, names, secrets};
 use crate::{Error, Result};
 
 /// How often a converged Distribution is looked at again, to catch drift nobody told us about.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a Distribution that cannot be served is looked at again without any trigger.
+const RETRY_BLOCKED: Duration = Duration::from_secs(60);
+/// Distributions reconciled at once; bounds the burst of API requests after a restart.
+const CONCURRENCY: u16 = 32;
 
 pub(super) fn controller(
-    ctx: Arc<Context>,
+    state: Arc<State>,
+    triggers: FleetTriggers,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
-    let api = Api::<Distribution>::all(ctx.client.clone());
-    futures::StreamExt::map(
-        Controller::new(api, watcher::Config::default().any_semantic())
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy::<Distribution>, ctx),
-        |_| (),
-    )
+    let for_secrets = state.stores.clone();
+    let for_nodes = state.stores.clone();
+    let region_label = state.ctx.settings.region_label.clone();
+    Controller::for_stream(triggers.distributions, state.stores.distributions.clone())
+        .owns_stream(triggers.service_accounts)
+        .owns_stream(triggers.roles)
+        .owns_stream(triggers.role_bindings)
+        .owns_stream(triggers.secrets)
+        .owns_stream(triggers.config_maps)
+        .owns_stream(triggers.services)
+        .owns_stream(triggers.disruption_budgets)
+        .owns_stream(triggers.deployments)
+        .watches_stream(triggers.referenced_secrets, move |secret| {
+            referencing(&for_secrets, &secret)
+        })
+        .watches_stream(triggers.nodes, move |node| {
+            in_region(&for_nodes, &region_label, &node)
+        })
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy::<Distribution>, state)
+        .map(|_| ())
 }
 
-async fn reconcile(dist: Arc<Distribution>, ctx: Arc<Context>) -> Result<Action> {
+/// The Distributions that reference `secret` for origin credentials.
+fn referencing(stores: &Stores, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<Distribution>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    stores
+        .distributions
+        .state_filter(|d| d.namespace() == namespace && secrets::referenced_secrets(d).contains(&name))
+        .iter()
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// The Distributions with a region on `node`: its arrival or departure may end or start
+/// `NoNodesInRegion`.
+fn in_region(
+    stores: &Stores,
+    region_label: &str,
+    node: &PartialObjectMeta<Node>,
+) -> Vec<ObjectRef<Distribution>> {
+    let Some(region) = node.labels().get(region_label) else {
+        return Vec::new();
+    };
+    stores
+        .distributions
+        .state_filter(|d| d.spec.regions.iter().any(|r| &r.name == region))
+        .iter()
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action> {
     let started = Instant::now();
+    state.stores.ready().await;
     let namespace = dist.namespace().ok_or_else(|| Error::MissingNamespace {
         kind: "Distribution",
         name: dist.name_any(),
     })?;
-    let api: Api<Distribution> = Api::namespaced(ctx.client.clone(), &namespace);
-    let current = dist.status.clone().unwrap_or_default();
-    let desired = DistributionStatus {
-        observed_generation: dist.metadata.generation,
-        ..current.clone()
+    let Some(uid) = dist.uid() else {
+        return Err(Error::MissingUid {
+            kind: "Distribution",
+            name: dist.name_any(),
+        });
     };
-    if desired != current {
-        apply_status(&api, &dist.name_any(), &desired).await?;
+    let name = dist.name_any();
+    let ctx = &state.ctx;
+
+    let mut deployments: BTreeMap<String, Deployment> = BTreeMap::new();
+    let blockers = match inputs(&dist, &state, &namespace).await? {
+        Err(found) => found,
+        Ok(inputs) => match render::render(&dist, &ctx.settings, &inputs) {
+            Err(found) => found,
+            Ok(fleet) => {
+                let manifests = fleet.manifests().map_err(|source| Error::Serialize {
+                    what: "rendered objects",
+                    source,
+                })?;
+                converge(&dist, &state, &namespace, &uid, &manifests, &mut deployments).await?
+            }
+        },
+    };
+
+    let regions = dist
+        .spec
+        .regions
+        .iter()
+        .map(|region| {
+            let deployment_name = names::regional(&name, &region.name);
+            let live = state.stores.deployment(&namespace, &deployment_name);
+            let deployment = deployments.get(&deployment_name).or(live.as_deref());
+            let desired = if dist.spec.enabled { region.replicas } else { 0 };
+            let nodes = state.stores.nodes_in(&ctx.settings, &region.name, &region.zones);
+            RegionObservation::from_deployment(&region.name, desired, deployment, nodes, deployment_name)
+        })
+        .collect::<Vec<_>>();
+    let observation = Observation {
+        generation: dist.metadata.generation,
+        enabled: dist.spec.enabled,
+        region_label: &ctx.settings.region_label,
+        regions,
+        blockers: &blockers,
+        service: name.clone(),
+    };
+    let current = dist.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let desired = status::status(&observation, &current, &now);
+    if status::differs(&desired, &current) {
+        let api: Api<Distribution> = Api::namespaced(ctx.client.clone(), &namespace);
+        apply_status(&api, &name, &desired).await?;
+        publish_condition_changes(&state, &dist, &current, &desired).await;
     }
+
     ctx.backoff.succeeded(&object_key(dist.as_ref()));
     ctx.metrics.reconciled("Distribution", started.elapsed());
-    Ok(Action::requeue(RESYNC))
+    let degraded = desired
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Degraded" && c.status == "True");
+    Ok(Action::requeue(if degraded { RETRY_BLOCKED } else { RESYNC }))
+}
+
+/// The admin token and origin credentials, or why they cannot be had.
+async fn inputs(dist: &Distribution, state: &State, namespace: &str) -> Result<Result<Inputs, Vec<Blocker>>> {
+    let client = &state.ctx.client;
+    let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut referenced = BTreeMap::new();
+    for name in secrets::referenced_secrets(dist) {
+        // Read fresh: only their metadata is cached, to keep credentials out of memory.
+        let secret = secret_api.get_opt(&name).await?;
+        referenced.insert(name, secret);
+    }
+    let credentials = match secrets::resolve_credentials(dist, &referenced) {
+        Ok(credentials) => credentials,
+        Err(blockers) => return Ok(Err(blockers)),
+    };
+    Ok(Ok(Inputs {
+        admin_token: admin_token(dist, state, namespace, &secret_api).await?,
+        credentials,
+    }))
+}
+
+/// The fleet's admin token: the one in the edge Secret, or a new random one the first time.
+async fn admin_token(
+    dist: &Distribution,
+    state: &State,
+    namespace: &str,
+    api: &Api<Secret>,
+) -> Result<String> {
+    let name = names::edge(&dist.name_any());
+    let token_of = |secret: &Secret| {
+        let bytes = secret.data.as_ref()?.get(secrets::ADMIN_TOKEN_KEY)?;
+        String::from_utf8(bytes.0.clone()).ok().filter(|t| !t.is_empty())
+    };
+    if let Some(token) = state
+        .stores
+        .secret(namespace, &name)
+        .as_deref()
+        .and_then(token_of)
+    {
+        return Ok(token);
+    }
+    // Not cached: it may have been created a moment ago. Never replace a token the edges use.
+    if let Some(token) = api.get_opt(&name).await?.as_ref().and_then(token_of) {
+        return Ok(token);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Applies every manifest that differs from its live object, then deletes what is no longer
+/// rendered. Returns the name conflicts that stopped it (nothing is written then).
+async fn converge(
+    dist: &Distribution,
+    state: &State,
+    namespace: &str,
+    uid: &str,
+    manifests: &[Manifest],
+    deployments: &mut BTreeMap<String, Deployment>,
+) -> Result<Vec<Blocker>> {
+    let client = &state.ctx.client;
+    let live: Vec<_> = manifests
+        .iter()
+        .map(|m| state.stores.live(m.kind, namespace, &m.name))
+        .collect();
+    let conflicts: Vec<Blocker> = manifests
+        .iter()
+        .zip(&live)
+        .filter_map(|(m, l)| apply::foreign(l.as_ref(), m, uid))
+        .collect();
+    if !conflicts.is_empty() {
+        return Ok(conflicts);
+    }
+    let mut changes = Vec::new();
+    for (manifest, live) in manifests.iter().zip(&live) {
+        match apply::apply(client, namespace, uid, manifest, live.as_ref()).await? {
+            Applied::Unchanged => {}
+            Applied::Conflict(blocker) => return Ok(vec![blocker]),
+            Applied::Written(change, obj) => {
+                let verb = match change {
+                    Change::Created => "created",
+                    Change::Updated => "updated",
+                };
+                changes.push(format!("{verb} {} {}", manifest.kind.name(), manifest.name));
+                if manifest.kind == render::Kind::Deployment
+                    && let Ok(deployment) = obj.try_parse::<Deployment>()
+                {
+                    deployments.insert(manifest.name.clone(), deployment);
+                }
+            }
+        }
+    }
+    let deleted =
+        apply::delete_orphans(client, &state.stores, namespace, &dist.name_any(), uid, manifests).await?;
+    if !changes.is_empty() {
+        tracing::info!(distribution = %object_key(dist), changes = ?changes, "applied");
+        publish(
+            state,
+            dist,
+            EventType::Normal,
+            "Applied",
+            "Apply",
+            changes.join(", "),
+        )
+        .await;
+    }
+    if !deleted.is_empty() {
+        tracing::info!(distribution = %object_key(dist), deleted = ?deleted, "deleted objects no longer rendered");
+        publish(
+            state,
+            dist,
+            EventType::Normal,
+            "Deleted",
+            "Delete",
+            format!("deleted {} (no longer in the spec)", deleted.join(", ")),
+        )
+        .await;
+    }
+    Ok(Vec::new())
+}
+
+/// An Event for each condition whose status or reason changed.
+async fn publish_condition_changes(
+    state: &State,
+    dist: &Distribution,
+    before: &DistributionStatus,
+    after: &DistributionStatus,
+) {
+    for condition in &after.conditions {
+        let unchanged = before.conditions.iter().any(|c| {
+            c.type_ == condition.type_ && c.status == condition.status && c.reason == condition.reason
+        });
+        if unchanged {
+            continue;
+        }
+        let warning = condition.type_ == "Degraded" && condition.status == "True";
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = format!(
+            "{} is {}: {}",
+            condition.type_, condition.status, condition.message
+        );
+        publish(state, dist, type_, &condition.reason, "Reconcile", note).await;
+    }
+}
+
+/// Publishes an Event on `dist`; a failure is logged, never fails the pass.
+async fn publish(
+    state: &State,
+    dist: &Distribution,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    // The Events API limits notes to 1 kB.
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 997;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = state.ctx.recorder.publish(&event, &dist.object_ref(&())).await {
+        tracing::warn!(distribution = %object_key(dist), %error, "could not publish an Event");
+    }
 }

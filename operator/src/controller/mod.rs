@@ -1,10 +1,16 @@
 //! The reconcile loops: the only code that writes to the Kubernetes API.
 
+mod apply;
 mod backoff;
+mod compare;
 mod distribution;
 mod invalidation;
+mod status;
+mod stores;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Client;
@@ -48,15 +54,43 @@ impl Context {
     }
 }
 
+/// What the reconcile loops share: the context, the caches, and the edges' acknowledgements of
+/// Invalidations in progress.
+struct State {
+    ctx: Arc<Context>,
+    stores: stores::Stores,
+    /// Client for the edges' admin APIs.
+    http: reqwest::Client,
+    /// Invalidation uid → uids of the edge pods that purged its paths. In memory only: after a
+    /// restart the edges are asked again, which they answer from their own record.
+    acks: parking_lot::Mutex<HashMap<String, HashSet<String>>>,
+}
+
 /// Runs both controllers until `shutdown` resolves; they finish their in-flight passes first.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
-) {
-    let distributions =
-        distribution::controller(ctx.clone(), shutdown.clone()).for_each(|_| futures::future::ready(()));
-    let invalidations = invalidation::controller(ctx, shutdown).for_each(|_| futures::future::ready(()));
+) -> crate::Result<()> {
+    let (stores, triggers) = stores::Stores::new(&ctx.client, &ctx.settings);
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        // Pod IPs are reached directly, whatever proxy the operator's environment names.
+        .no_proxy()
+        .build()
+        .map_err(|e| crate::Error::HttpClient(e.to_string()))?;
+    let state = Arc::new(State {
+        ctx,
+        stores,
+        http,
+        acks: parking_lot::Mutex::default(),
+    });
+    let distributions = distribution::controller(state.clone(), triggers.fleet, shutdown.clone())
+        .for_each(|_| futures::future::ready(()));
+    let invalidations = invalidation::controller(state, triggers.invalidations, shutdown)
+        .for_each(|_| futures::future::ready(()));
     futures::join!(distributions, invalidations);
+    Ok(())
 }
 
 /// `namespace/name` of an object, for logs and backoff keys.
@@ -69,10 +103,11 @@ fn object_key<K: kube::Resource>(obj: &K) -> String {
 }
 
 /// Shared error policy: count the failure, log it, retry with per-object exponential backoff.
-fn error_policy<K>(obj: Arc<K>, error: &crate::Error, ctx: Arc<Context>) -> kube::runtime::controller::Action
+fn error_policy<K>(obj: Arc<K>, error: &crate::Error, state: Arc<State>) -> kube::runtime::controller::Action
 where
     K: kube::Resource<DynamicType = ()>,
 {
+    let ctx = &state.ctx;
     let kind = kind_name::<K>();
     let key = object_key(obj.as_ref());
     ctx.metrics.failed(kind, error);

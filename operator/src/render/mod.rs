@@ -320,13 +320,8 @@ pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Resu
         }]
     })?;
     let secret = secrets::secret(dist, inputs);
-    let mut config_meta = metadata(dist, names::config_map(&name), names::labels(&name));
-    config_meta.annotations = Some(BTreeMap::from([(
-        names::SECRET_REVISION_ANNOTATION.to_owned(),
-        secrets::revision(&secret),
-    )]));
     let config_map = ConfigMap {
-        metadata: config_meta,
+        metadata: metadata(dist, names::config_map(&name), names::labels(&name)),
         data: Some(BTreeMap::from([(
             edgefleet_config::CONFIG_MAP_KEY.to_owned(),
             yaml,
@@ -435,7 +430,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_config_map_holds_no_secret_but_tracks_its_revision() {
+    fn the_config_map_holds_no_secret_and_a_secret_change_rolls_no_pod() {
         let fleet = render(&example(), &settings(), &inputs()).expect("renders");
         let yaml = &fleet.config_map.data.as_ref().expect("data")[edgefleet_config::CONFIG_MAP_KEY];
         for secret in ["tok3n-value", "AKIDEXAMPLE", "s3cr3t-access"] {
@@ -445,12 +440,20 @@ pub(crate) mod tests {
         let mut rotated = inputs();
         rotated.admin_token = "other".into();
         let after = render(&example(), &settings(), &rotated).expect("renders");
-        let revision = |f: &Fleet| f.config_map.metadata.annotations.clone().expect("annotations");
-        assert_ne!(revision(&fleet), revision(&after));
+        assert_eq!(fleet.config_map, after.config_map);
+        assert_ne!(fleet.secret, after.secret);
         assert_eq!(
             fleet.regions, after.regions,
             "a Secret change never rolls the pods"
         );
+    }
+
+    #[test]
+    fn inputs_never_print_credentials() {
+        let printed = format!("{:?}", inputs());
+        for secret in ["tok3n-value", "AKIDEXAMPLE", "s3cr3t-access"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
     }
 
     #[test]

@@ -17,9 +17,6 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=edgefleet-opera
 
 /// Pod-template annotation: hash of the inputs that need a new pod to take effect.
 pub const POD_INPUTS_ANNOTATION: &str = "edgefleet.io/pod-inputs-hash";
-/// ConfigMap annotation: a salted hash of the edge Secret's contents, so a rotated credential
-/// changes the ConfigMap the edges watch and they reload (re-reading their credential files).
-pub const SECRET_REVISION_ANNOTATION: &str = "edgefleet.io/secret-revision";
 
 /// The edge Deployment, its PodDisruptionBudget and its Service in one region.
 pub fn regional(distribution: &str, region: &str) -> String {

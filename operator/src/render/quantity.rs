@@ -8,7 +8,23 @@ const MI: u64 = 1 << 20;
 /// The number of bytes `quantity` stands for, rounded up to a whole byte; `None` when it is not a
 /// non-negative quantity or does not fit in 64 bits.
 pub fn to_bytes(quantity: &Quantity) -> Option<u64> {
-    let text = quantity.0.trim();
+    let (numerator, denominator) = parse(&quantity.0)?;
+    u64::try_from(numerator.div_ceil(denominator)).ok()
+}
+
+/// Whether two quantities stand for the same amount (`1Gi` and `1024Mi`, `0.5` and `500m`).
+pub fn same_amount(a: &str, b: &str) -> bool {
+    match (parse(a), parse(b)) {
+        (Some((an, ad)), Some((bn, bd))) => {
+            matches!((an.checked_mul(bd), bn.checked_mul(ad)), (Some(x), Some(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+/// The exact value of a non-negative quantity as `numerator / denominator`.
+fn parse(text: &str) -> Option<(u128, u128)> {
+    let text = text.trim();
     let number_end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
         .unwrap_or(text.len());
@@ -50,8 +66,7 @@ pub fn to_bytes(quantity: &Quantity) -> Option<u64> {
         }
         _ => return None,
     }
-    let value = mantissa.checked_mul(numerator)?.div_ceil(denominator);
-    u64::try_from(value).ok()
+    Some((mantissa.checked_mul(numerator)?, denominator))
 }
 
 /// `bytes` rounded up to whole mebibytes, written the way the API server writes quantities
@@ -98,6 +113,15 @@ mod tests {
         ] {
             assert_eq!(bytes(text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn equal_amounts_in_other_units() {
+        assert!(same_amount("1Gi", "1024Mi"));
+        assert!(same_amount("0.5", "500m"));
+        assert!(same_amount("1k", "1000"));
+        assert!(!same_amount("1G", "1Gi"));
+        assert!(!same_amount("1Gi", "lots"));
     }
 
     #[test]

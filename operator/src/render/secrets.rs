@@ -1,5 +1,6 @@
 //! The edge Secret: the fleet's admin token and the origin credentials copied from the Secrets a
-//! Distribution references. The edges read each value from a file under [`MOUNT_PATH`].
+//! Distribution references. The edges read each value from a file under [`MOUNT_PATH`], and
+//! notice when the kubelet updates a file (a rotated credential) without a restart.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{Blocker, Inputs, hash, metadata, names};
+use super::{Blocker, Inputs, metadata, names};
 use crate::api::{Distribution, S3CredentialsRef};
 
 /// Where the edge Secret is mounted in edge containers.
@@ -153,19 +154,6 @@ pub(super) fn secret(dist: &Distribution, inputs: &Inputs) -> Secret {
     }
 }
 
-/// A revision of the edge Secret's contents that reveals nothing about them: the hash is salted
-/// with the admin token, which is random and itself secret.
-pub(super) fn revision(secret: &Secret) -> String {
-    let data = secret.data.clone().unwrap_or_default();
-    let token = data.get(ADMIN_TOKEN_KEY).map(|v| v.0.clone()).unwrap_or_default();
-    let mut parts: Vec<&[u8]> = vec![token.as_slice()];
-    for (key, value) in &data {
-        parts.push(key.as_bytes());
-        parts.push(value.0.as_slice());
-    }
-    hash::short_hash(parts)
-}
-
 fn dist_name(dist: &Distribution) -> String {
     dist.metadata.name.clone().unwrap_or_default()
 }
@@ -221,24 +209,6 @@ mod tests {
             blockers[0].message().contains("AWS_SECRET_ACCESS_KEY"),
             "{}",
             blockers[0].message()
-        );
-    }
-
-    #[test]
-    fn the_revision_changes_with_any_value_and_hides_them() {
-        let dist = example();
-        let inputs = crate::render::tests::inputs();
-        let before = revision(&secret(&dist, &inputs));
-        let mut rotated = inputs.clone();
-        rotated
-            .credentials
-            .get_mut("bucket")
-            .expect("bucket credentials")
-            .secret_access_key = b"rotated".to_vec();
-        assert_ne!(before, revision(&secret(&dist, &rotated)));
-        assert!(
-            !format!("{rotated:?}").contains("rotated"),
-            "credentials are never printed"
         );
     }
 }

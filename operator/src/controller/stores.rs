@@ -1,0 +1,301 @@
+//! Local caches of everything the controllers read, filled by watches. Reconciles read these
+//! instead of the API, so a pass over a converged Distribution sends no request at all, and the
+//! same watches are the controllers' triggers.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{Distribution, Invalidation};
+use crate::render::{Kind, Settings, names};
+
+/// A watch stream that feeds a store and triggers reconciles.
+pub(super) type Trigger<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// An object the operator owns, as it is now.
+pub(super) struct Live {
+    /// The object as JSON, for comparison with what is rendered.
+    pub(super) json: serde_json::Value,
+    /// uid of its controlling owner.
+    pub(super) controller_uid: Option<String>,
+}
+
+/// The caches.
+#[derive(Clone)]
+pub(super) struct Stores {
+    pub(super) distributions: Store<Distribution>,
+    pub(super) invalidations: Store<Invalidation>,
+    service_accounts: Store<ServiceAccount>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+    services: Store<Service>,
+    disruption_budgets: Store<PodDisruptionBudget>,
+    deployments: Store<Deployment>,
+    nodes: Store<PartialObjectMeta<Node>>,
+}
+
+/// The watch streams behind [`Stores`]; polling them keeps the caches current.
+pub(super) struct Triggers {
+    pub(super) invalidations: Trigger<Invalidation>,
+    pub(super) fleet: FleetTriggers,
+}
+
+/// The streams the Distribution controller polls.
+pub(super) struct FleetTriggers {
+    pub(super) distributions: Trigger<Distribution>,
+    pub(super) service_accounts: Trigger<ServiceAccount>,
+    pub(super) roles: Trigger<Role>,
+    pub(super) role_bindings: Trigger<RoleBinding>,
+    pub(super) secrets: Trigger<Secret>,
+    pub(super) config_maps: Trigger<ConfigMap>,
+    pub(super) services: Trigger<Service>,
+    pub(super) disruption_budgets: Trigger<PodDisruptionBudget>,
+    pub(super) deployments: Trigger<Deployment>,
+    /// Nodes whose labels changed.
+    pub(super) nodes: Trigger<PartialObjectMeta<Node>>,
+    /// Every Secret's metadata: a referenced Secret appearing, changing or going.
+    pub(super) referenced_secrets: Trigger<PartialObjectMeta<Secret>>,
+}
+
+/// A cache of `K` objects carrying the operator's `managed-by` label, without their
+/// `managedFields` (often bigger than the object itself and never read here).
+fn owned<K>(client: &Client) -> (Store<K>, Trigger<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(names::MANAGED_SELECTOR)
+        .any_semantic();
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+impl Stores {
+    /// Builds every cache and the watch streams that fill them.
+    pub(super) fn new(client: &Client, settings: &Settings) -> (Stores, Triggers) {
+        let (distributions, dist_writer) = reflector::store();
+        let dist_stream = watcher(
+            Api::<Distribution>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(dist_writer)
+        .touched_objects()
+        // Status writes (our own) change no generation and need no new pass.
+        .predicate_filter(kube::runtime::predicates::generation, Default::default())
+        .boxed();
+
+        let (invalidations, inval_writer) = reflector::store();
+        let inval_stream = watcher(
+            Api::<Invalidation>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(inval_writer)
+        .touched_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default())
+        .boxed();
+
+        let (nodes, node_writer) = reflector::store();
+        // Only nodes that carry a region matter; only their labels (region, zone) are read.
+        let node_stream = watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            watcher::Config::default()
+                .labels(&settings.region_label)
+                .any_semantic(),
+        )
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(node_writer)
+        .touched_objects()
+        .predicate_filter(kube::runtime::predicates::labels, Default::default())
+        .boxed();
+
+        let referenced_secrets = watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(kube::runtime::predicates::resource_version, Default::default())
+        .boxed();
+
+        let (service_accounts, sa_stream) = owned(client);
+        let (roles, role_stream) = owned(client);
+        let (role_bindings, binding_stream) = owned(client);
+        let (secrets, secret_stream) = owned(client);
+        let (config_maps, cm_stream) = owned(client);
+        let (services, svc_stream) = owned(client);
+        let (disruption_budgets, pdb_stream) = owned(client);
+        let (deployments, deploy_stream) = owned(client);
+        (
+            Stores {
+                distributions,
+                invalidations,
+                service_accounts,
+                roles,
+                role_bindings,
+                secrets,
+                config_maps,
+                services,
+                disruption_budgets,
+                deployments,
+                nodes,
+            },
+            Triggers {
+                invalidations: inval_stream,
+                fleet: FleetTriggers {
+                    distributions: dist_stream,
+                    service_accounts: sa_stream,
+                    roles: role_stream,
+                    role_bindings: binding_stream,
+                    secrets: secret_stream,
+                    config_maps: cm_stream,
+                    services: svc_stream,
+                    disruption_budgets: pdb_stream,
+                    deployments: deploy_stream,
+                    nodes: node_stream,
+                    referenced_secrets,
+                },
+            },
+        )
+    }
+
+    /// Waits until every cache has completed its first list, so a pass never mistakes a cache
+    /// still filling for objects that do not exist.
+    pub(super) async fn ready(&self) {
+        // An error means the writer is gone, i.e. the controller is shutting down; the pass
+        // that follows fails its API calls or is dropped.
+        let _ = futures::join!(
+            self.distributions.wait_until_ready(),
+            self.invalidations.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.roles.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.disruption_budgets.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+        );
+    }
+
+    /// The cached object `kind`/`namespace`/`name`, if the operator owns one by that name.
+    pub(super) fn live(&self, kind: Kind, namespace: &str, name: &str) -> Option<Live> {
+        match kind {
+            Kind::ServiceAccount => live(&self.service_accounts, namespace, name),
+            Kind::Role => live(&self.roles, namespace, name),
+            Kind::RoleBinding => live(&self.role_bindings, namespace, name),
+            Kind::Secret => live(&self.secrets, namespace, name),
+            Kind::ConfigMap => live(&self.config_maps, namespace, name),
+            Kind::Service => live(&self.services, namespace, name),
+            Kind::PodDisruptionBudget => live(&self.disruption_budgets, namespace, name),
+            Kind::Deployment => live(&self.deployments, namespace, name),
+        }
+    }
+
+    /// Names of the `kind` objects in `namespace` that the Distribution with `uid` controls.
+    pub(super) fn owned_names(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        distribution: &str,
+        uid: &str,
+    ) -> Vec<String> {
+        match kind {
+            Kind::ServiceAccount => owned_names(&self.service_accounts, namespace, distribution, uid),
+            Kind::Role => owned_names(&self.roles, namespace, distribution, uid),
+            Kind::RoleBinding => owned_names(&self.role_bindings, namespace, distribution, uid),
+            Kind::Secret => owned_names(&self.secrets, namespace, distribution, uid),
+            Kind::ConfigMap => owned_names(&self.config_maps, namespace, distribution, uid),
+            Kind::Service => owned_names(&self.services, namespace, distribution, uid),
+            Kind::PodDisruptionBudget => owned_names(&self.disruption_budgets, namespace, distribution, uid),
+            Kind::Deployment => owned_names(&self.deployments, namespace, distribution, uid),
+        }
+    }
+
+    /// A cached Deployment the operator owns.
+    pub(super) fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A cached Secret the operator owns.
+    pub(super) fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A cached Distribution.
+    pub(super) fn distribution(&self, namespace: &str, name: &str) -> Option<Arc<Distribution>> {
+        self.distributions.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// How many nodes carry `region` (and, when `zones` is not empty, one of them).
+    pub(super) fn nodes_in(&self, settings: &Settings, region: &str, zones: &[String]) -> usize {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|node| {
+                let labels = node.labels();
+                labels.get(&settings.region_label).is_some_and(|r| r == region)
+                    && (zones.is_empty()
+                        || labels
+                            .get(&settings.zone_label)
+                            .is_some_and(|z| zones.iter().any(|wanted| wanted == z)))
+            })
+            .count()
+    }
+}
+
+fn live<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Live>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + 'static,
+{
+    let obj = store.get(&ObjectRef::new(name).within(namespace))?;
+    let controller_uid = obj
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone());
+    // Our own types always serialise; a failure would only mean "compare as different".
+    let json = serde_json::to_value(obj.as_ref()).unwrap_or_default();
+    Some(Live { json, controller_uid })
+}
+
+fn owned_names<K>(store: &Store<K>, namespace: &str, distribution: &str, uid: &str) -> Vec<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state_filter(|obj| {
+            obj.meta().namespace.as_deref() == Some(namespace)
+                && obj.labels().get(names::DISTRIBUTION_LABEL).map(String::as_str) == Some(distribution)
+                && obj
+                    .owner_references()
+                    .iter()
+                    .any(|r| r.controller == Some(true) && r.uid == uid)
+        })
+        .iter()
+        .map(|obj| obj.name_any())
+        .collect()
+}
