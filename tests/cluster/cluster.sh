@@ -41,7 +41,8 @@ if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then PDEATH=(setpriv --p
 start_component() {
   local name=$1
   shift
-  "${PDEATH[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 &
+  # The address-slot lock stays with this script: a component must not keep it alive.
+  "${PDEATH[@]}" "$@" >"$DIR/logs/$name.log" 2>&1 {SLOT_LOCK}>&- &
   PIDS[$name]=$!
   ORDER+=("$name")
 }
@@ -87,6 +88,7 @@ teardown() {
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$DIR/etcd-data"
+  remove_local_route
   rm -f "$DIR/pid"
   # A requested stop removes the directory when asked to; a failure keeps it for its logs.
   if [[ $REMOVE_DIR == 1 ]] && { ((rc == 0)) || [[ $STOPPING == 1 ]]; }; then
@@ -114,6 +116,48 @@ free_port() {
     fi
   done
   die "no free port found"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Addresses. Pod and Service IPs come from 198.18.0.0/15 (RFC 2544: reserved for benchmarking,
+# never a real network), which the apiserver accepts in EndpointSlices (it refuses 127/8). The
+# range is cut into 8 slots of /18, one per running cluster, claimed with a lock held for the
+# cluster's lifetime: pods get the first /19 (8190 IPs), Services the next /20 (4094), nodes
+# 198.x.y.48+. A `local` route on lo for the slot makes every address in it local, so a real
+# process (tests/src/pods) can listen on its pod IP and the harness on a Service's ClusterIP.
+
+claim_address_slot() {
+  local lock_dir=${XDG_RUNTIME_DIR:-/tmp} slot
+  for ((slot = 0; slot < 8; slot++)); do
+    exec {SLOT_LOCK}>"$lock_dir/edgefleet-cluster-net-$slot.lock"
+    if flock -n "$SLOT_LOCK"; then
+      local second=$((18 + slot / 4)) third=$(((slot % 4) * 64))
+      SLOT_CIDR=198.$second.$third.0/18
+      POD_CIDR=198.$second.$third.0/19
+      SERVICE_CIDR=198.$second.$((third + 32)).0/20
+      KUBERNETES_SERVICE_IP=198.$second.$((third + 32)).1
+      NODE_IP_PREFIX=198.$second.$((third + 48))
+      add_local_route
+      return
+    fi
+    exec {SLOT_LOCK}>&-
+  done
+  die "all 8 address slots are taken: 8 local clusters are running already"
+}
+
+add_local_route() {
+  if ip route replace local "$SLOT_CIDR" dev lo 2>/dev/null; then
+    LOCAL_ROUTE=1
+  else
+    log "warning: cannot add a local route for $SLOT_CIDR (needs CAP_NET_ADMIN): pod IPs are" \
+      "not local addresses, so real processes cannot listen on them"
+  fi
+}
+
+remove_local_route() {
+  if [[ ${LOCAL_ROUTE:-0} == 1 ]]; then
+    ip route del local "$SLOT_CIDR" dev lo 2>/dev/null || true
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +339,32 @@ EOF
   done
 }
 
+# kwok v0.8.0 creates its pod-IP pool on first use without a lock: pods handled concurrently
+# before the pool exists can each create one and get the same IP. One pod handled alone first
+# creates the pool; deleting it gives its IP back.
+warm_up_pod_ip_pool() {
+  local first_node=kwok-${REGIONS[0]}-${ZONE_SUFFIXES[0]}-0
+  kctl create -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: kwok-pod-ip-pool-warm-up
+  namespace: default
+spec:
+  nodeName: $first_node
+  automountServiceAccountToken: false
+  containers:
+  - name: warm-up
+    image: registry.k8s.io/pause:3.10
+EOF
+  wait_until "kwok to assign a pod IP" "$@" -- pod_has_ip default kwok-pod-ip-pool-warm-up
+  kctl delete pod -n default kwok-pod-ip-pool-warm-up --wait=false >/dev/null
+}
+
+pod_has_ip() {
+  [[ -n $(kctl get pod -n "$1" "$2" -o jsonpath='{.status.podIP}') ]]
+}
+
 # ---------------------------------------------------------------------------------------------
 # up
 
@@ -333,14 +403,7 @@ cmd_up() {
 
   PKI=$DIR/pki
   rm -rf "$PKI" "$DIR/etcd-data"
-  # Addresses live in a per-run /16 of 127.0.0.0/8, so every one of them is local and a process
-  # can listen on it without any network setup: pods in .0.0/17, Services in .128.0/18, nodes
-  # at .255.x. Two runs on one machine almost never pick the same /16.
-  local octet=$((16 + RANDOM % 224))
-  POD_CIDR=127.$octet.0.0/17
-  SERVICE_CIDR=127.$octet.128.0/18
-  KUBERNETES_SERVICE_IP=127.$octet.128.1
-  NODE_IP_PREFIX=127.$octet.255
+  claim_address_slot
   NODE_COUNT=$((${#REGIONS[@]} * ${#ZONE_SUFFIXES[@]} * NODES_PER_ZONE))
 
   gen_pki
@@ -427,6 +490,7 @@ cmd_up() {
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
   wait_until "$NODE_COUNT Ready nodes" "${all[@]}" -- nodes_ready
   wait_until "the default ServiceAccount" "${all[@]}" -- kctl get serviceaccount default -n default
+  warm_up_pod_ip_pool "${all[@]}"
 
   touch "$DIR/ready"
   log "ready in $((SECONDS - started))s: export KUBECONFIG=$DIR/kubeconfig (or: source $DIR/env)"

@@ -60,14 +60,16 @@ go_env() {
 run_logged() {
   local what=$1 logfile=$2
   shift 2
-  local start=$SECONDS
+  local start=$SECONDS next_report=$((SECONDS + 30))
   "$@" >"$logfile" 2>&1 &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1 &
     wait $! || true
-    if kill -0 "$pid" 2>/dev/null && (((SECONDS - start) % 30 == 0)); then
+    if kill -0 "$pid" 2>/dev/null && ((SECONDS >= next_report)); then
+      # `go build -v` prints one line per package compiled.
       log "  ... $what: $((SECONDS - start))s, $(grep -vc '^go: ' "$logfile" || true) packages"
+      next_report=$((SECONDS + 30))
     fi
   done
   if ! wait "$pid"; then

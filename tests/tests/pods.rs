@@ -7,7 +7,7 @@ use edgefleet_e2e::cluster::EXTERNAL_PODS_LABEL;
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::{Cluster, Error, Result, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
@@ -150,7 +150,7 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
     let mut ips = Vec::new();
     for pod in &running {
         let (name, ip) = (pod.metadata.name.clone().unwrap_or_default(), pod_ip(pod));
-        assert!(ip.starts_with("127."), "pod IP {ip}");
+        assert!(ip.starts_with("198.1"), "pod IP {ip}");
         // Each process listens on its own pod IP and saw its own downward-API values.
         let whoami = get(&http, &format!("http://{ip}:8080/whoami")).await;
         assert_eq!(whoami, Some(format!("{name} {ip} hello\n")));
@@ -161,6 +161,34 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
         assert_eq!(started, Some(true));
         ips.push(ip);
     }
+
+    // The Service's ClusterIP forwards to the ready pods, spreading connections over them.
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let (label, value) = EXTERNAL_PODS_LABEL;
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "selector": { label: value },
+            "ports": [{ "name": "http", "port": 8081, "targetPort": "http" }],
+        },
+    }))
+    .map_err(|error| invalid("test Service", error))?;
+    let service = services.create(&PostParams::default(), &service).await?;
+    let cluster_ip = service.spec.and_then(|spec| spec.cluster_ip).unwrap_or_default();
+    assert!(cluster_ip.starts_with("198.1"), "ClusterIP {cluster_ip}");
+    let answered_by = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    wait_for(
+        "both pods to answer through the Service",
+        Duration::from_secs(20),
+        || async {
+            if let Some(whoami) = get(&http, &format!("http://{cluster_ip}:8081/whoami")).await {
+                let pod = whoami.split(' ').next().unwrap_or_default().to_owned();
+                answered_by.borrow_mut().insert(pod);
+            }
+            Ok((answered_by.borrow().len() == 2).then_some(()))
+        },
+    )
+    .await?;
 
     // A ConfigMap change reaches the mounted files of the running processes.
     config_maps

@@ -139,9 +139,9 @@ mod tests {
                 ..PodSpec::default()
             }),
             status: Some(PodStatus {
-                pod_ip: Some("127.9.0.1".to_owned()),
+                pod_ip: Some("198.18.0.1".to_owned()),
                 pod_ips: Some(vec![PodIP {
-                    ip: "127.9.0.1".to_owned(),
+                    ip: "198.18.0.1".to_owned(),
                 }]),
                 ..PodStatus::default()
             }),
@@ -168,7 +168,7 @@ mod tests {
             field_value(&pod, "spec.nodeName").as_deref(),
             Some("kwok-eu-west-a-0")
         );
-        assert_eq!(field_value(&pod, "status.podIPs").as_deref(), Some("127.9.0.1"));
+        assert_eq!(field_value(&pod, "status.podIPs").as_deref(), Some("198.18.0.1"));
         assert_eq!(field_value(&pod, "spec.containers"), None);
     }
 

@@ -357,7 +357,7 @@ mod tests {
                 ),
                 ("/var/cache".to_owned(), PathBuf::from("/tmp/pod/volumes/cache")),
             ],
-            "127.9.0.7",
+            "198.18.0.7",
         )
     }
 
@@ -398,19 +398,22 @@ mod tests {
     #[test]
     fn wildcard_listen_addresses_become_the_pod_ip() {
         let sandbox = sandbox();
-        assert_eq!(sandbox.rewrite("0.0.0.0:8080"), "127.9.0.7:8080");
+        assert_eq!(sandbox.rewrite("0.0.0.0:8080"), "198.18.0.7:8080");
         assert_eq!(
             sandbox.rewrite("--listen=0.0.0.0:8080"),
-            "--listen=127.9.0.7:8080"
+            "--listen=198.18.0.7:8080"
         );
-        assert_eq!(sandbox.rewrite("[::]:9090"), "127.9.0.7:9090");
-        assert_eq!(sandbox.rewrite("0.0.0.0"), "127.9.0.7");
-        assert_eq!(sandbox.rewrite("http://0.0.0.0:80/x"), "http://127.9.0.7:80/x");
+        assert_eq!(sandbox.rewrite("[::]:9090"), "198.18.0.7:9090");
+        assert_eq!(sandbox.rewrite("0.0.0.0"), "198.18.0.7");
+        assert_eq!(sandbox.rewrite("http://0.0.0.0:80/x"), "http://198.18.0.7:80/x");
         assert_eq!(
             sandbox.rewrite("serve --bind 0.0.0.0 80"),
-            "serve --bind 127.9.0.7 80"
+            "serve --bind 198.18.0.7 80"
         );
-        assert_eq!(sandbox.rewrite("a=0.0.0.0:1,[::]:2"), "a=127.9.0.7:1,127.9.0.7:2");
+        assert_eq!(
+            sandbox.rewrite("a=0.0.0.0:1,[::]:2"),
+            "a=198.18.0.7:1,198.18.0.7:2"
+        );
         assert_eq!(sandbox.rewrite("10.0.0.0:1"), "10.0.0.0:1");
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The local cluster's nodes are KWOK's: nothing runs there. Pods carrying the cluster's
 //! external-pods label (`cluster.sh --external-pods`, [`crate::cluster::EXTERNAL_PODS_LABEL`]) get
-//! an IP from kwok (in a 127.x range, so it is a local address) and are otherwise left alone. A
+//! an IP from kwok (from a range `cluster.sh` routes to the loopback interface, so it is a local
+//! address a process can listen on) and are otherwise left alone. A
 //! [`PodRunner`] plays the kubelet for them:
 //!
 //! - it watches those pods and, for each one bound to a node, starts one process per container
@@ -27,9 +28,14 @@
 //!   reported), and stops the process (SIGTERM, then SIGKILL after the grace period) when the pod
 //!   is deleted.
 //!
-//! The product never knows: it sees ordinary pods, IPs, statuses and files.
+//! - it also plays kube-proxy: each Service's ClusterIP (a local address too) listens on the
+//!   Service's TCP ports and forwards connections to its ready endpoints ([`services`]).
 //!
-//! Limits: no DNS for Service names and no Service virtual IPs (no kube-proxy); exec and gRPC
+//! The product never knows: it sees ordinary pods, IPs, statuses, files and Services.
+//!
+//! Limits: no DNS, so Service names don't resolve (ClusterIPs work); Service ports below 1024
+//! need root (or a lowered `net.ipv4.ip_unprivileged_port_start`); no zone-aware routing by
+//! EndpointSlice hints (the proxy cannot tell which pod a connection comes from); exec and gRPC
 //! probes are not run (such a container never becomes ready); liveness and startup probes are
 //! ignored; a program that reads a hard-coded path not passed through args or env, or that
 //! listens on all addresses without being told so, is not mapped. Processes are killed when the
@@ -38,6 +44,7 @@
 mod fields;
 mod launch;
 mod probe;
+mod services;
 mod status;
 mod supervisor;
 mod volumes;
@@ -68,6 +75,7 @@ pub struct PodRunnerConfig {
     namespace: Option<String>,
     selector: String,
     images: BTreeMap<String, PathBuf>,
+    services: bool,
 }
 
 impl PodRunnerConfig {
@@ -85,7 +93,15 @@ impl PodRunnerConfig {
             namespace: None,
             selector: format!("{}={}", EXTERNAL_PODS_LABEL.0, EXTERNAL_PODS_LABEL.1),
             images: BTreeMap::new(),
+            services: true,
         }
+    }
+
+    /// Whether to make the Services of the namespace(s) reachable at their ClusterIPs (on by
+    /// default). Off, for a second runner on namespaces whose Services another runner serves.
+    pub fn proxy_services(mut self, enabled: bool) -> Self {
+        self.services = enabled;
+        self
     }
 
     /// Runs containers whose image is `repository` (any tag or digest) with the local `binary`.
@@ -99,6 +115,7 @@ impl PodRunnerConfig {
 #[derive(Debug)]
 pub struct PodRunner {
     task: JoinHandle<()>,
+    services: Option<JoinHandle<()>>,
     dir: PathBuf,
     /// Removes `dir` on drop, unless the cluster directory is to be kept.
     _cleanup: Option<tempfile::TempDir>,
@@ -108,6 +125,9 @@ impl Drop for PodRunner {
     fn drop(&mut self) {
         // Dropping the task drops every pod's supervisor, and with it its processes.
         self.task.abort();
+        if let Some(services) = &self.services {
+            services.abort();
+        }
     }
 }
 
@@ -191,8 +211,12 @@ impl PodRunner {
             changed_tx,
             synced_tx,
         ));
+        let services = config
+            .services
+            .then(|| tokio::spawn(services::proxy(client.clone(), config.namespace.clone())));
         let runner = PodRunner {
             task,
+            services,
             dir,
             _cleanup: cleanup,
         };

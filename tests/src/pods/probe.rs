@@ -159,11 +159,11 @@ mod tests {
             }),
             ..Container::default()
         };
-        let (check, timing) = readiness_check(&container, "127.9.0.3");
+        let (check, timing) = readiness_check(&container, "198.18.0.3");
         assert_eq!(
             check,
             Check::Http {
-                url: "http://127.9.0.3:9901/readyz".to_owned(),
+                url: "http://198.18.0.3:9901/readyz".to_owned(),
                 headers: vec![],
             }
         );
@@ -173,6 +173,9 @@ mod tests {
 
     #[test]
     fn no_probe_means_ready_when_running() {
-        assert_eq!(readiness_check(&Container::default(), "127.9.0.3").0, Check::None);
+        assert_eq!(
+            readiness_check(&Container::default(), "198.18.0.3").0,
+            Check::None
+        );
     }
 }
