@@ -16,9 +16,8 @@ mod validate;
 use std::path::Path;
 
 pub use model::{
-    AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DiskTier,
-    EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup,
-    OriginShield, S3Origin,
+    AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DiskTier, EdgeConfig,
+    ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup, OriginShield, S3Origin,
 };
 pub use validate::Problem;
 
@@ -67,9 +66,8 @@ impl EdgeConfig {
     pub fn from_yaml(text: &str) -> Result<Self> {
         // Enums are written as one-key maps (`http: {...}`, `allowList: [...]`), the form JSON
         // uses too, rather than serde_yaml's default YAML tags (`!http`).
-        let config: EdgeConfig = serde_yaml::with::singleton_map_recursive::deserialize(
-            serde_yaml::Deserializer::from_str(text),
-        )?;
+        let config: EdgeConfig =
+            serde_yaml::with::singleton_map_recursive::deserialize(serde_yaml::Deserializer::from_str(text))?;
         config.validate()?;
         Ok(config)
     }
@@ -88,8 +86,7 @@ impl EdgeConfig {
     pub fn to_yaml(&self) -> Result<String> {
         let mut out = Vec::new();
         let mut serializer = serde_yaml::Serializer::new(&mut out);
-        serde_yaml::with::singleton_map_recursive::serialize(self, &mut serializer)
-            .map_err(Error::Render)?;
+        serde_yaml::with::singleton_map_recursive::serialize(self, &mut serializer).map_err(Error::Render)?;
         String::from_utf8(out).map_err(|e| Error::Render(serde::ser::Error::custom(e)))
     }
 

@@ -43,38 +43,25 @@ pub(crate) fn problems(config: &EdgeConfig) -> Vec<Problem> {
     let group_ids = check_groups(&config.origin_groups, &origin_ids, &mut p);
     if let Some(shield) = &config.origin_shield {
         if !is_header_safe(&shield.region) {
-            p.add(
-                "originShield.region",
-                "must be a non-empty name without spaces",
-            );
+            p.add("originShield.region", "must be a non-empty name without spaces");
         }
         check_base_url("originShield.url", &shield.url, &mut p);
     }
     let targets: HashSet<&str> = origin_ids.union(&group_ids).copied().collect();
-    check_behavior(
-        "defaultBehavior",
-        &config.default_behavior,
-        &targets,
-        &mut p,
-    );
+    check_behavior("defaultBehavior", &config.default_behavior, &targets, &mut p);
     if let Some(pattern) = &config.default_behavior.path_pattern
         && pattern != "*"
     {
         p.add(
             "defaultBehavior.pathPattern",
-            format!(
-                "the default behavior matches every path; leave pathPattern out (got {pattern:?})"
-            ),
+            format!("the default behavior matches every path; leave pathPattern out (got {pattern:?})"),
         );
     }
     for (i, behavior) in config.behaviors.iter().enumerate() {
         let field = format!("behaviors[{i}]");
         check_behavior(&field, behavior, &targets, &mut p);
         match &behavior.path_pattern {
-            None => p.add(
-                format!("{field}.pathPattern"),
-                "required for ordered behaviors",
-            ),
+            None => p.add(format!("{field}.pathPattern"), "required for ordered behaviors"),
             Some(pattern) => check_path_pattern(&format!("{field}.pathPattern"), pattern, &mut p),
         }
     }
@@ -115,10 +102,7 @@ fn check_identity(config: &EdgeConfig, p: &mut Problems) {
             );
         }
         if !seen.insert(alias.as_str()) {
-            p.add(
-                format!("aliases[{i}]"),
-                format!("{alias:?} is listed twice"),
-            );
+            p.add(format!("aliases[{i}]"), format!("{alias:?} is listed twice"));
         }
     }
     let limits = &config.limits;
@@ -128,10 +112,7 @@ fn check_identity(config: &EdgeConfig, p: &mut Problems) {
     if !(1_024..=1_048_576).contains(&limits.max_header_bytes) {
         p.add("limits.maxHeaderBytes", "must be between 1024 and 1048576");
     } else if limits.max_header_bytes < limits.max_url_bytes {
-        p.add(
-            "limits.maxHeaderBytes",
-            "must be at least limits.maxUrlBytes",
-        );
+        p.add("limits.maxHeaderBytes", "must be at least limits.maxUrlBytes");
     }
 }
 
@@ -150,10 +131,7 @@ fn check_origins<'a>(origins: &'a [Origin], p: &mut Problems) -> HashSet<&'a str
             );
         }
         if !ids.insert(id) {
-            p.add(
-                format!("{field}.id"),
-                format!("{id:?} is used by another origin"),
-            );
+            p.add(format!("{field}.id"), format!("{id:?} is used by another origin"));
         }
         match origin {
             Origin::Http(o) => check_http_origin(&format!("{field}.http"), o, p),
@@ -168,10 +146,7 @@ fn check_http_origin(field: &str, o: &HttpOrigin, p: &mut Problems) {
     if let Some(host) = &o.host_header
         && (host.is_empty() || http::HeaderValue::from_str(host).is_err())
     {
-        p.add(
-            format!("{field}.hostHeader"),
-            "must be a valid Host header value",
-        );
+        p.add(format!("{field}.hostHeader"), "must be a valid Host header value");
     }
     check_timeouts(field, o.connect_timeout_seconds, o.read_timeout_seconds, p);
 }
@@ -187,10 +162,7 @@ fn check_s3_origin(field: &str, o: &S3Origin, p: &mut Problems) {
     if !bucket_ok {
         p.add(
             format!("{field}.bucket"),
-            format!(
-                "{:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')",
-                o.bucket
-            ),
+            format!("{:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')", o.bucket),
         );
     }
     if !is_id(&o.region) {
@@ -223,10 +195,7 @@ fn check_timeouts(field: &str, connect: u64, read: u64, p: &mut Problems) {
         );
     }
     if !(1..=600).contains(&read) {
-        p.add(
-            format!("{field}.readTimeoutSeconds"),
-            "must be between 1 and 600",
-        );
+        p.add(format!("{field}.readTimeoutSeconds"), "must be between 1 and 600");
     }
 }
 
@@ -256,16 +225,10 @@ fn check_groups<'a>(
     for (i, group) in groups.iter().enumerate() {
         let field = format!("originGroups[{i}]");
         if !is_id(&group.id) {
-            p.add(
-                format!("{field}.id"),
-                "must be letters, digits, '-', '_' or '.'",
-            );
+            p.add(format!("{field}.id"), "must be letters, digits, '-', '_' or '.'");
         }
         if origin_ids.contains(group.id.as_str()) || !ids.insert(group.id.as_str()) {
-            p.add(
-                format!("{field}.id"),
-                format!("{:?} is already used", group.id),
-            );
+            p.add(format!("{field}.id"), format!("{:?} is already used", group.id));
         }
         for (name, member) in [("primary", &group.primary), ("secondary", &group.secondary)] {
             if !origin_ids.contains(member.as_str()) {
@@ -279,10 +242,7 @@ fn check_groups<'a>(
             p.add(format!("{field}.secondary"), "must differ from primary");
         }
         if group.failover_statuses.is_empty() {
-            p.add(
-                format!("{field}.failoverStatuses"),
-                "list at least one status",
-            );
+            p.add(format!("{field}.failoverStatuses"), "list at least one status");
         }
         for status in &group.failover_statuses {
             if !(400..=599).contains(status) {
@@ -338,12 +298,7 @@ fn check_behavior(field: &str, b: &Behavior, targets: &HashSet<&str>, p: &mut Pr
         is_header_name,
         p,
     );
-    check_key_list(
-        &format!("{field}.cacheKey.cookies"),
-        &key.cookies,
-        is_token,
-        p,
-    );
+    check_key_list(&format!("{field}.cacheKey.cookies"), &key.cookies, is_token, p);
 }
 
 fn check_key_list(field: &str, list: &KeyList, valid: fn(&str) -> bool, p: &mut Problems) {
@@ -414,10 +369,7 @@ fn check_cache(config: &EdgeConfig, p: &mut Problems) {
     if let Some(max) = cache.max_object_bytes
         && (max == 0 || max > cache.memory_bytes)
     {
-        p.add(
-            "cache.maxObjectBytes",
-            "must be between 1 and cache.memoryBytes",
-        );
+        p.add("cache.maxObjectBytes", "must be between 1 and cache.memoryBytes");
     }
     if let Some(disk) = &cache.disk {
         if disk.path.as_os_str().is_empty() {

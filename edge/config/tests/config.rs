@@ -38,10 +38,7 @@ fn the_shipped_example_is_valid() {
 fn defaults_follow_cloudfront() {
     let config = EdgeConfig::from_yaml(MINIMAL).expect("minimal parses");
     let b = &config.default_behavior;
-    assert_eq!(
-        (b.min_ttl, b.default_ttl, b.max_ttl),
-        (0, 86_400, 31_536_000)
-    );
+    assert_eq!((b.min_ttl, b.default_ttl, b.max_ttl), (0, 86_400, 31_536_000));
     assert_eq!(b.allowed_methods, vec![Method::Get, Method::Head]);
     assert_eq!(b.cache_key.query_strings, KeyList::None);
     assert!(!b.compress);
@@ -63,14 +60,8 @@ fn json_is_accepted_and_rendering_round_trips() {
     let json = serde_json::to_string(&config).expect("json");
     assert_eq!(EdgeConfig::from_yaml(&json).expect("json parses"), config);
     let yaml = config.to_yaml().expect("yaml");
-    assert_eq!(
-        EdgeConfig::from_yaml(&yaml).expect("rendered parses"),
-        config
-    );
-    assert!(
-        yaml.contains("defaultBehavior:"),
-        "camelCase field names: {yaml}"
-    );
+    assert_eq!(EdgeConfig::from_yaml(&yaml).expect("rendered parses"), config);
+    assert!(yaml.contains("defaultBehavior:"), "camelCase field names: {yaml}");
 }
 
 #[test]
@@ -103,10 +94,7 @@ admin: {tokenFile: /t}
     };
     assert!(s3.path_style);
     assert_eq!(s3.region, "us-east-1");
-    assert_eq!(
-        config.origin_groups[0].failover_statuses,
-        vec![403, 404, 500]
-    );
+    assert_eq!(config.origin_groups[0].failover_statuses, vec![403, 404, 500]);
 }
 
 #[test]

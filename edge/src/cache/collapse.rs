@@ -275,10 +275,11 @@ impl SharedBody {
         !self.state.lock().readers.is_empty()
     }
 
-    /// The whole body, when it was retained and completed.
+    /// The whole body received so far, when it was retained and has not failed. The fill calls
+    /// it once the body is known complete.
     pub(crate) fn collect(&self) -> Option<Bytes> {
         let state = self.state.lock();
-        if state.windowed || state.first != 0 || !matches!(state.end, Some(Ok(()))) {
+        if state.windowed || state.first != 0 || matches!(state.end, Some(Err(_))) {
             return None;
         }
         if state.chunks.len() == 1 {
@@ -321,6 +322,12 @@ pub(crate) struct BodyReader {
 }
 
 impl BodyReader {
+    /// Limits the reader to a byte range (inclusive); meant for a reader that has read nothing.
+    pub(crate) fn limit(mut self, range: Option<(u64, u64)>) -> Self {
+        self.range = range;
+        self
+    }
+
     /// The next piece of the body, `None` at the end.
     pub(crate) async fn next(&mut self) -> Option<Result<Bytes, BodyError>> {
         loop {

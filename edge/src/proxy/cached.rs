@@ -11,13 +11,13 @@ use super::{
     admission::Viewer,
     compress::{self, Encoding},
     errors,
-    fill::{self, FillJob},
+    fill::{self, FillJob, Handoff},
     respond::{self, Served},
 };
 use crate::{
     cache::{
         Lookup, Policy,
-        collapse::{Join, Phase, SharedResponse},
+        collapse::{BodyReader, Join, Phase, SharedResponse},
         key::{self, KeyInput, Keyed},
         object::{CachedObject, Entry},
     },
@@ -44,8 +44,8 @@ enum Got {
         key: String,
         cache: CacheResult,
     },
-    /// A fill in progress that this viewer follows.
-    Streaming(Arc<SharedResponse>),
+    /// A fill in progress that this viewer follows (with its reader, for the leader).
+    Streaming(Arc<SharedResponse>, Option<BodyReader>),
     /// A response for this viewer alone.
     Pass(Fetched),
     Failed(OriginError),
@@ -75,7 +75,7 @@ pub(crate) async fn serve(
     };
     match obtain(&ctx).await {
         Got::Object { object, key, cache } => serve_object(&ctx, object, &key, cache).await,
-        Got::Streaming(shared) => serve_streaming(&ctx, shared).await,
+        Got::Streaming(shared, reader) => serve_streaming(&ctx, shared, reader).await,
         Got::Pass(fetched) => respond::from_origin(viewer, fetched, keep_set_cookie(behavior)),
         Got::Failed(e) => errors::origin_failed(&e),
     }
@@ -139,7 +139,7 @@ impl Ctx<'_> {
         key: &str,
         stale: Option<(Arc<CachedObject>, String)>,
         stale_on_error: bool,
-    ) -> (Phase, Option<Fetched>) {
+    ) -> (Phase, Option<Handoff>) {
         match self.edge.cache.flights.join(key, &self.keyed.purge_path) {
             Join::Leader(flight) => {
                 let (tx, rx) = oneshot::channel();
@@ -152,11 +152,12 @@ impl Ctx<'_> {
                     tx,
                 ));
                 let phase = flight.outcome().await;
-                let pass = match phase {
-                    Phase::Pass => rx.await.ok(),
+                // The fill hands over before it publishes these phases.
+                let handoff = match phase {
+                    Phase::Pass | Phase::Streaming(_) => rx.await.ok(),
                     _ => None,
                 };
-                (phase, pass)
+                (phase, handoff)
             }
             Join::Follower(flight) => (flight.outcome().await, None),
         }
@@ -178,7 +179,7 @@ impl Ctx<'_> {
     }
 
     /// An uncollapsed origin request for this viewer alone.
-    async fn fetch_alone(&self) -> Got {
+    async fn fetch_alone(&self) -> Result<Fetched, OriginError> {
         let started = std::time::Instant::now();
         let result = self
             .runtime
@@ -186,7 +187,11 @@ impl Ctx<'_> {
             .send(&self.behavior.config.target_origin, &self.request, None, true)
             .await;
         fill::record_origin(self.edge, &result, started);
-        match result {
+        result
+    }
+
+    async fn got_alone(&self) -> Got {
+        match self.fetch_alone().await {
             Ok(fetched) => Got::Pass(fetched),
             Err(e) => Got::Failed(e),
         }
@@ -226,7 +231,7 @@ async fn obtain(ctx: &Ctx<'_>) -> Got {
             if_error,
             ..
         } => {
-            let (phase, pass) = ctx
+            let (phase, handoff) = ctx
                 .fill(&key, Some((object.clone(), key.clone())), if_error)
                 .await;
             match phase {
@@ -248,43 +253,44 @@ async fn obtain(ctx: &Ctx<'_>) -> Got {
                         cache: CacheResult::Hit,
                     }
                 }
-                phase => settle(ctx, phase, pass, true).await,
+                phase => settle(ctx, phase, handoff, true).await,
             }
         }
         Lookup::Miss { key } => {
-            let (phase, pass) = ctx.fill(&key, None, false).await;
-            settle(ctx, phase, pass, true).await
+            let (phase, handoff) = ctx.fill(&key, None, false).await;
+            settle(ctx, phase, handoff, true).await
         }
     }
 }
 
 /// Turns a fill's outcome into what this viewer gets.
-async fn settle(ctx: &Ctx<'_>, phase: Phase, pass: Option<Fetched>, may_retry: bool) -> Got {
-    match phase {
-        Phase::Streaming(shared) => {
+async fn settle(ctx: &Ctx<'_>, phase: Phase, handoff: Option<Handoff>, may_retry: bool) -> Got {
+    match (phase, handoff) {
+        (Phase::Streaming(shared), handoff) => {
             let own = fill::variant_key(&ctx.keyed.primary, &shared, &ctx.request.headers);
             if own == shared.stored_key {
-                return Got::Streaming(shared);
+                let reader = match handoff {
+                    Some(Handoff::Reader(reader)) => Some(reader),
+                    _ => None,
+                };
+                return Got::Streaming(shared, reader);
             }
             // The response varies on a header whose value differs for this viewer: fill the
             // viewer's own variant (collapsed with others wanting the same one).
             if may_retry {
-                let (phase, pass) = ctx.fill(&own, None, false).await;
-                return Box::pin(settle(ctx, phase, pass, false)).await;
+                let (phase, handoff) = ctx.fill(&own, None, false).await;
+                return Box::pin(settle(ctx, phase, handoff, false)).await;
             }
-            ctx.fetch_alone().await
+            ctx.got_alone().await
         }
-        Phase::Ready(object) => Got::Object {
+        (Phase::Ready(object), _) => Got::Object {
             key: ctx.keyed.primary.clone(),
             object,
             cache: CacheResult::RefreshHit,
         },
-        Phase::Failed(e) => Got::Failed(e),
-        Phase::Pass => match pass {
-            Some(fetched) => Got::Pass(fetched),
-            None => ctx.fetch_alone().await,
-        },
-        Phase::KeepStale | Phase::Pending => ctx.fetch_alone().await,
+        (Phase::Failed(e), _) => Got::Failed(e),
+        (Phase::Pass, Some(Handoff::Pass(fetched))) => Got::Pass(fetched),
+        (Phase::Pass | Phase::KeepStale | Phase::Pending, _) => ctx.got_alone().await,
     }
 }
 
@@ -327,36 +333,47 @@ async fn serve_object(ctx: &Ctx<'_>, object: Arc<CachedObject>, key: &str, cache
     served
 }
 
-async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>) -> Served {
+async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>, reader: Option<BodyReader>) -> Served {
     let compressible = ctx.behavior.config.compress
         && compress::compressible(shared.status, &shared.headers, shared.content_length);
     if compressible && encoding_for(ctx).is_some() {
         // Compression needs the whole body (at most 10 MB by the rule above): wait for it.
-        if let Some(object) = complete(&shared).await {
-            return serve_object(ctx, Arc::new(object), &shared.stored_key, CacheResult::Miss).await;
-        }
+        return match complete(&shared, reader).await {
+            Some(object) => serve_object(ctx, Arc::new(object), &shared.stored_key, CacheResult::Miss).await,
+            None => alone(ctx).await,
+        };
     }
-    match respond::from_shared(ctx.viewer, &shared, CacheResult::Miss, None) {
+    match respond::from_shared(
+        ctx.viewer,
+        &shared,
+        reader,
+        CacheResult::Miss,
+        Some(shared.stored.initial_age),
+    ) {
         Some(mut served) => {
             if compressible {
                 vary_on_encoding(&mut served);
             }
             served
         }
-        None => match ctx.fetch_alone().await {
-            Got::Pass(fetched) => respond::from_origin(ctx.viewer, fetched, keep_set_cookie(ctx.behavior)),
-            Got::Failed(e) => errors::origin_failed(&e),
-            Got::Object { .. } | Got::Streaming(_) => errors::origin_failed(&OriginError::Unreachable {
-                origin: "fill".into(),
-                reason: "unexpected fill state".into(),
-            }),
-        },
+        None => alone(ctx).await,
+    }
+}
+
+/// Serves this viewer from its own origin request, when a shared body cannot be joined.
+async fn alone(ctx: &Ctx<'_>) -> Served {
+    match ctx.fetch_alone().await {
+        Ok(fetched) => respond::from_origin(ctx.viewer, fetched, keep_set_cookie(ctx.behavior)),
+        Err(e) => errors::origin_failed(&e),
     }
 }
 
 /// Reads a shared body to its end, as the object the fill is storing.
-async fn complete(shared: &SharedResponse) -> Option<CachedObject> {
-    let mut reader = shared.body.reader(None)?;
+async fn complete(shared: &SharedResponse, reader: Option<BodyReader>) -> Option<CachedObject> {
+    let mut reader = match reader {
+        Some(reader) => reader,
+        None => shared.body.reader(None)?,
+    };
     let mut body = BytesMut::with_capacity(shared.content_length.unwrap_or(0) as usize);
     while let Some(piece) = reader.next().await {
         body.extend_from_slice(&piece.ok()?);

@@ -16,7 +16,7 @@ use crate::{
     cache::{
         Policy,
         cache_control::CacheControl,
-        collapse::{BodyError, Flight, Phase, SharedBody, SharedResponse, StoredHead},
+        collapse::{BodyError, BodyReader, Flight, Phase, SharedBody, SharedResponse, StoredHead},
         freshness::{self, OriginFreshness, TtlPolicy},
         key,
         object::{CachedObject, Entry},
@@ -43,6 +43,15 @@ pub(crate) struct FillJob {
     pub(crate) authorization_forwarded: bool,
 }
 
+/// What the fill hands the request that started it.
+pub(crate) enum Handoff {
+    /// The response may not be shared: it is this viewer's alone.
+    Pass(Fetched),
+    /// A reader registered before the first byte, so the leader never misses the start of a
+    /// body that is not kept.
+    Reader(BodyReader),
+}
+
 /// Lands the flight however the fill ends, so the key never stays blocked.
 struct Landing {
     edge: Arc<Edge>,
@@ -60,7 +69,7 @@ pub(crate) async fn run(
     runtime: Arc<Runtime>,
     flight: Arc<Flight>,
     job: FillJob,
-    leader: oneshot::Sender<Fetched>,
+    leader: oneshot::Sender<Handoff>,
 ) {
     let landing = Landing {
         edge: edge.clone(),
@@ -108,6 +117,8 @@ pub(crate) async fn run(
     }
 
     let (mut parts, body) = fetched.response.into_parts();
+    // The origin's Age counts, though the stored headers drop it (it is recomputed when served).
+    let initial_age = freshness::initial_age(&parts.headers, request_time, response_time);
     let headers = headers::response_for_storage(std::mem::take(&mut parts.headers), job.keep_set_cookie);
     let cc = CacheControl::parse(
         headers
@@ -139,10 +150,10 @@ pub(crate) async fn run(
     if !shareable {
         drop(landing);
         parts.headers = headers;
-        let _ = leader.send(Fetched {
+        let _ = leader.send(Handoff::Pass(Fetched {
             response: http::Response::from_parts(parts, body),
             origin: fetched.origin,
-        });
+        }));
         return flight.publish(Phase::Pass);
     }
 
@@ -155,7 +166,7 @@ pub(crate) async fn run(
     };
     let stored = StoredHead {
         stored_at: response_time,
-        initial_age: freshness::initial_age(&headers, request_time, response_time),
+        initial_age,
         origin,
         class,
         purge_path: job.purge_path.as_str().into(),
@@ -169,6 +180,9 @@ pub(crate) async fn run(
         content_length,
         body: Arc::new(SharedBody::default()),
     });
+    if let Some(reader) = shared.body.reader(None) {
+        let _ = leader.send(Handoff::Reader(reader));
+    }
     let max_object = runtime.max_object_bytes;
     let mut retain = content_length.is_none_or(|len| len <= max_object);
     if !retain {
@@ -212,13 +226,16 @@ pub(crate) async fn run(
             format!("origin sent {received} of {expected} bytes").into(),
         )));
     }
-    shared.body.finish(Ok(()));
-    if !retain {
-        return;
+    // Stored before the viewers see the end of the body, so a viewer's next request finds it.
+    if retain && let Some(bytes) = shared.body.collect() {
+        store(&edge, &flight, &job, &shared, bytes);
     }
-    let Some(bytes) = shared.body.collect() else {
-        return;
-    };
+    shared.body.finish(Ok(()));
+    drop(landing);
+}
+
+fn store(edge: &Edge, flight: &Flight, job: &FillJob, shared: &SharedResponse, bytes: bytes::Bytes) {
+    let response_time = shared.stored.stored_at;
     let object = Arc::new(shared.object(bytes));
     let mut entries = Vec::with_capacity(2);
     if let Some(names) = &shared.vary {
@@ -232,10 +249,9 @@ pub(crate) async fn run(
         ));
     }
     entries.push((shared.stored_key.clone(), Entry::Object(object)));
-    if !edge.cache.store_fill(&flight, entries) {
+    if !edge.cache.store_fill(flight, entries) {
         tracing::debug!(key = %job.primary, "purged while filling; not stored");
     }
-    drop(landing);
 }
 
 fn freshness_of(headers: &HeaderMap) -> OriginFreshness {

@@ -18,7 +18,11 @@ use super::{
     range::{self, RangeAnswer},
 };
 use crate::{
-    cache::{collapse::SharedResponse, freshness::http_date, object::CachedObject},
+    cache::{
+        collapse::{BodyReader, SharedResponse},
+        freshness::http_date,
+        object::CachedObject,
+    },
     metrics::CacheResult,
     origin::Fetched,
 };
@@ -186,9 +190,14 @@ pub(crate) fn from_parts(
 pub(crate) fn from_shared(
     viewer: &Viewer,
     shared: &Arc<SharedResponse>,
+    reader: Option<BodyReader>,
     cache: CacheResult,
     age: Option<Duration>,
 ) -> Option<Served> {
+    let reader = |range: Option<(u64, u64)>| match reader {
+        Some(r) => Some(r.limit(range)),
+        None => shared.body.reader(range),
+    };
     let head = viewer.method == Method::HEAD;
     let len = shared.content_length;
     let response = match shape(viewer, shared.status, &shared.headers, len) {
@@ -198,7 +207,7 @@ pub(crate) fn from_shared(
             let body = if head {
                 Body::empty()
             } else {
-                Body::shared(shared.body.reader(Some((first, last)))?)
+                Body::shared(reader(Some((first, last)))?)
             };
             let mut response = with_headers(shared.status, &shared.headers, body);
             partial_headers(&mut response, first, last, len.unwrap_or(0));
@@ -208,7 +217,7 @@ pub(crate) fn from_shared(
             let body = if head {
                 Body::empty()
             } else {
-                Body::shared(shared.body.reader(None)?)
+                Body::shared(reader(None)?)
             };
             let mut response = with_headers(shared.status, &shared.headers, body);
             if let Some(len) = len {
