@@ -14,9 +14,11 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 /// A stand-in image: the "entrypoint" is /bin/sh, and the script serves files over HTTP.
 const IMAGE: &str = "example.invalid/shell";
 
-/// Writes what the process sees into an emptyDir, links the ConfigMap volume next to it and
-/// serves both, listening on "all addresses" as a container would.
+/// Writes what the process sees (downward API, ConfigMap value, its API identity) into an
+/// emptyDir, links the ConfigMap volume next to it and serves both, listening on "all
+/// addresses" as a container would.
 const SCRIPT: &str = "echo \"$POD_NAME $POD_IP $GREETING\" > /scratch/whoami \
+    && \"$KUBECTL\" auth whoami -o jsonpath='{.status.userInfo.username}' > /scratch/identity \
     && ln -s /site /scratch/site \
     && exec python3 -m http.server --bind 0.0.0.0 8080 --directory /scratch";
 
@@ -27,7 +29,7 @@ fn invalid(what: &str, error: impl std::fmt::Display) -> Error {
     }
 }
 
-fn deployment(replicas: i32) -> Result<Deployment> {
+fn deployment(replicas: i32, kubectl: &str) -> Result<Deployment> {
     let (label, value) = EXTERNAL_PODS_LABEL;
     serde_json::from_value(serde_json::json!({
         "metadata": { "name": "web" },
@@ -45,6 +47,7 @@ fn deployment(replicas: i32) -> Result<Deployment> {
                             { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                             { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
                             { "name": "GREETING", "valueFrom": { "configMapKeyRef": { "name": "site", "key": "greeting" } } },
+                            { "name": "KUBECTL", "value": kubectl },
                         ],
                         "ports": [{ "name": "http", "containerPort": 8080 }],
                         "readinessProbe": {
@@ -127,8 +130,9 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
         Ok(accounts.get_opt("default").await?.map(drop))
     })
     .await?;
+    let kubectl = cluster.kubectl_path().to_string_lossy().into_owned();
     deployments
-        .create(&PostParams::default(), &deployment(2)?)
+        .create(&PostParams::default(), &deployment(2, &kubectl)?)
         .await?;
 
     // Ready comes from the runner's probe of the real process, not from kwok.
@@ -138,10 +142,13 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
     })
     .await
     .map_err(|error| {
-        let log = std::fs::read_dir(runner.pod_dir(&namespace, ""))
-            .map(|_| String::new())
-            .unwrap_or_default();
-        invalid("deployment", format!("{error}{log}"))
+        invalid(
+            "deployment",
+            format!(
+                "{error}; pod logs under {}",
+                runner.pod_dir(&namespace, "*").display()
+            ),
+        )
     })?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -156,6 +163,10 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
         assert_eq!(whoami, Some(format!("{name} {ip} hello\n")));
         let index = get(&http, &format!("http://{ip}:8080/site/index.html")).await;
         assert_eq!(index.as_deref(), Some("v1"));
+        // In-cluster API access works, as the pod's service account.
+        let identity = get(&http, &format!("http://{ip}:8080/identity")).await;
+        let account = format!("system:serviceaccount:{namespace}:default");
+        assert_eq!(identity.as_deref(), Some(account.as_str()));
         let status = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
         let started = status.and_then(|s| s.first()).and_then(|s| s.started);
         assert_eq!(started, Some(true));

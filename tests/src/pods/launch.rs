@@ -319,6 +319,32 @@ pub(crate) fn plan(
     }
 }
 
+/// Where a pod's service-account credentials are mounted (token, ca.crt, namespace).
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The in-cluster API access a pod's process gets, as a kubeconfig: a process cannot read the
+/// service-account files at their fixed in-cluster path here, so it is pointed (`KUBECONFIG`)
+/// at a kubeconfig using the very same files, wherever they were written. Clients that infer
+/// their configuration (kubeconfig first, then in-cluster, as kube-rs and client-go do) get the
+/// pod's own identity and RBAC either way.
+pub(crate) fn kubeconfig(server: &str, credentials: &Path, namespace: &str) -> serde_json::Value {
+    let path = |file: &str| credentials.join(file).to_string_lossy().into_owned();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "in-cluster",
+            "cluster": { "server": server, "certificate-authority": path("ca.crt") },
+        }],
+        "users": [{ "name": "service-account", "user": { "tokenFile": path("token") } }],
+        "contexts": [{
+            "name": "in-cluster",
+            "context": { "cluster": "in-cluster", "user": "service-account", "namespace": namespace },
+        }],
+        "current-context": "in-cluster",
+    })
+}
+
 /// The image reference without its tag or digest: `registry/repo:tag@sha256:..` → `registry/repo`.
 pub(crate) fn image_repository(image: &str) -> &str {
     let without_digest = image.split('@').next().unwrap_or(image);
@@ -424,6 +450,24 @@ mod tests {
         assert_eq!(expand("$(B)", lookup), "$(B)");
         assert_eq!(expand("$$(A)", lookup), "$(A)");
         assert_eq!(expand("cost: $5 $(A", lookup), "cost: $5 $(A");
+    }
+
+    #[test]
+    fn kubeconfig_uses_the_mounted_service_account_files() {
+        let config = kubeconfig("https://127.0.0.1:6443", Path::new("/tmp/pod/volumes/sa"), "web");
+        assert_eq!(
+            config["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:6443"
+        );
+        assert_eq!(
+            config["clusters"][0]["cluster"]["certificate-authority"],
+            "/tmp/pod/volumes/sa/ca.crt"
+        );
+        assert_eq!(
+            config["users"][0]["user"]["tokenFile"],
+            "/tmp/pod/volumes/sa/token"
+        );
+        assert_eq!(config["contexts"][0]["context"]["namespace"], "web");
     }
 
     #[test]

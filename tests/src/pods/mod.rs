@@ -10,8 +10,14 @@
 //!   from the pod's own spec: the local binary registered for the container's image (the image's
 //!   entrypoint), the spec's command (minus its first element, the entrypoint's path inside the
 //!   image) and args, and its environment (`value`, `$(VAR)` expansion, downward-API `fieldRef`
-//!   and `resourceFieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`), plus HOSTNAME and a
-//!   default PATH as a container runtime would set;
+//!   and `resourceFieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`), plus HOSTNAME, a
+//!   default PATH and HOME (the pod's directory) as a container runtime would set;
+//! - in-cluster API access: the service-account files are written like any projected volume
+//!   (with a bound token from the TokenRequest API), and since they cannot sit at their fixed
+//!   path `/var/run/secrets/kubernetes.io/serviceaccount`, the process gets `KUBECONFIG`
+//!   pointing at a kubeconfig made of those same files (and KUBERNETES_SERVICE_HOST/PORT naming
+//!   the API server): a client that infers its config (kube-rs `Client::try_default`, client-go)
+//!   acts as the pod's service account;
 //! - it writes the pod's volumes (`configMap`, `secret`, `downwardAPI`, `projected` including
 //!   bound service-account tokens, `emptyDir`) under `<runner dir>/<namespace>_<pod>/volumes/
 //!   <volume>/`, the way the kubelet does (a `..data` symlink swapped atomically), and rewrites
@@ -169,6 +175,7 @@ impl PodRunner {
             root: dir.clone(),
             http,
             setpriv: find_in_path("setpriv"),
+            api_server: api_server(cluster)?,
         });
 
         let config_map_events = reflector(
@@ -259,6 +266,23 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     watcher::watcher(api, config)
+}
+
+/// The API server URL from the cluster's kubeconfig.
+fn api_server(cluster: &Cluster) -> Result<String> {
+    let path = cluster.kubeconfig();
+    let config = kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    let server = config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref()?.server.clone());
+    server.ok_or_else(|| Error::Invalid {
+        what: format!("kubeconfig {}", path.display()),
+        reason: "it names no cluster server".to_owned(),
+    })
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// `setpriv`, to have each process killed when the thread that started it dies.
     pub(crate) setpriv: Option<PathBuf>,
+    /// The API server's URL, for the processes' in-cluster access.
+    pub(crate) api_server: String,
 }
 
 /// The ConfigMaps and Secrets of one namespace, read from the runner's caches.
@@ -252,9 +254,27 @@ fn waiting_views(pod: &Pod, reason: &str, message: &str) -> Vec<ContainerView> {
         .collect()
 }
 
-/// What the kubelet adds to every container's environment, unless the pod sets it.
-fn add_default_env(env: &mut Vec<(String, String)>, pod: &Pod) {
-    for (name, value) in [("HOSTNAME", pod.name_any()), ("PATH", DEFAULT_PATH.to_owned())] {
+/// What the kubelet and the container runtime add to every container's environment, unless
+/// the pod sets it, plus the API access `launch::kubeconfig` explains. HOME is the pod's own
+/// directory, so nothing from the machine's home (such as ~/.kube/config) leaks in.
+fn add_default_env(
+    env: &mut Vec<(String, String)>,
+    pod: &Pod,
+    home: &Path,
+    kubeconfig: &Path,
+    api_server: &str,
+) {
+    let address = api_server.trim_start_matches("https://");
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "443"));
+    let defaults = [
+        ("HOSTNAME", pod.name_any()),
+        ("PATH", DEFAULT_PATH.to_owned()),
+        ("HOME", home.to_string_lossy().into_owned()),
+        ("KUBERNETES_SERVICE_HOST", host.to_owned()),
+        ("KUBERNETES_SERVICE_PORT", port.to_owned()),
+        ("KUBECONFIG", kubeconfig.to_string_lossy().into_owned()),
+    ];
+    for (name, value) in defaults {
         if !env.iter().any(|(existing, _)| existing == name) {
             env.push((name.to_owned(), value));
         }
@@ -289,7 +309,8 @@ impl Supervisor {
                 Err(message) => return blocked("CreateContainerConfigError", message),
             }
         }
-        if let Err(error) = std::fs::create_dir_all(self.dir.join("logs")) {
+        let dirs = [self.dir.join("logs"), self.dir.join("home")];
+        if let Err(error) = dirs.iter().try_for_each(std::fs::create_dir_all) {
             return blocked(
                 "RunContainerError",
                 format!("cannot create {}: {error}", self.dir.display()),
@@ -329,7 +350,12 @@ impl Supervisor {
                 Ok(env) => env,
                 Err(ConfigError(message)) => return blocked("CreateContainerConfigError", message),
             };
-            add_default_env(&mut env, pod);
+            let kubeconfig = match self.write_kubeconfig(&sandbox, &container.name, &namespace) {
+                Ok(path) => path,
+                Err(message) => return blocked("RunContainerError", message),
+            };
+            let home = self.dir.join("home");
+            add_default_env(&mut env, pod, &home, &kubeconfig, &self.shared.api_server);
             let plan = launch::plan(container, binary, env, &sandbox, &self.dir);
             let (check, timing) = probe::readiness_check(container, &ip);
             if let Check::Unsupported(reason) = &check {
@@ -365,6 +391,24 @@ impl Supervisor {
         }
         self.runs = runs;
         Prepared::Yes
+    }
+
+    /// The kubeconfig for a container's in-cluster API access; without a service-account
+    /// mount it points nowhere, so the process has no credentials, as in a real pod.
+    fn write_kubeconfig(
+        &self,
+        sandbox: &Sandbox,
+        container: &str,
+        namespace: &str,
+    ) -> Result<PathBuf, String> {
+        let path = self.dir.join(format!("{container}.kubeconfig"));
+        let Some(credentials) = sandbox.host_path(launch::SERVICE_ACCOUNT_DIR) else {
+            return Ok(path);
+        };
+        let config = launch::kubeconfig(&self.shared.api_server, &credentials, namespace);
+        std::fs::write(&path, config.to_string())
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        Ok(path)
     }
 
     async fn fetch_allocatable(&self, node: Option<&str>) -> Result<BTreeMap<String, String>, String> {
