@@ -19,6 +19,10 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
+# The Go every tool is built with. An older or missing local Go is replaced by this release,
+# fetched as the golang.org/toolchain module from the Go module proxy (as GOTOOLCHAIN does).
+GO_VERSION=1.26.8
+GO_TOOLCHAIN_SHA256_LINUX_AMD64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 
 ALL_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm versitygw)
 
@@ -52,8 +56,54 @@ present() {
 }
 
 go_env() {
-  # Reproducible, static binaries; never fetch another Go toolchain behind our back.
-  export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false"
+  # Reproducible, static binaries.
+  export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+}
+
+# version_at_least HAVE WANT: true when version HAVE (e.g. 1.26.8) >= WANT (e.g. 1.26).
+version_at_least() {
+  [[ -n $1 ]] && printf '%s\n%s\n' "$2" "$1" | sort -V -C
+}
+
+# Makes `go` a Go >= 1.26: the local one if it is recent enough; else Go $GO_VERSION, which a
+# Go >= 1.21 fetches itself (GOTOOLCHAIN) and which is otherwise bootstrapped from the proxy.
+ensure_go() {
+  local have
+  have=$(go env GOVERSION 2>/dev/null || true)
+  have=${have#go}
+  if version_at_least "$have" 1.26; then
+    export GOTOOLCHAIN=local
+  elif version_at_least "$have" 1.21; then
+    export GOTOOLCHAIN=go$GO_VERSION
+  else
+    bootstrap_go
+    export GOTOOLCHAIN=local
+  fi
+}
+
+bootstrap_go() {
+  local dest=$CACHE/go-$GO_VERSION
+  if [[ ! -x $dest/bin/go ]]; then
+    [[ $(uname -sm) == "Linux x86_64" ]] ||
+      die "no Go >= 1.21 on PATH; install Go $GO_VERSION (only linux/amd64 is bootstrapped)"
+    command -v curl >/dev/null && command -v unzip >/dev/null ||
+      die "bootstrapping Go needs curl and unzip (apt-get install curl unzip)"
+    local module=golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64 tmp
+    log "no Go >= 1.21 on PATH: fetching $module from the Go module proxy"
+    tmp=$(mktemp -d "$CACHE/go-bootstrap.XXXXXX")
+    curl -sSf --retry 3 -o "$tmp/go.zip" \
+      "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
+    echo "$GO_TOOLCHAIN_SHA256_LINUX_AMD64  $tmp/go.zip" | sha256sum -c --quiet - ||
+      die "the downloaded Go toolchain does not match its pinned SHA-256"
+    unzip -q "$tmp/go.zip" -d "$tmp"
+    # Module zips carry no file modes.
+    chmod +x "$tmp/$module"/bin/* "$tmp/$module"/pkg/tool/*/*
+    rm -rf "$dest"
+    mv "$tmp/$module" "$dest"
+    rm -rf "$tmp"
+  fi
+  export PATH="$dest/bin:$PATH"
+  go version >/dev/null || die "the bootstrapped Go in $dest does not run"
 }
 
 # Runs a long go command with its output in a log file, printing a heartbeat while it works.
@@ -204,8 +254,8 @@ ensure() {
   local missing=() tool
   for tool in "$@"; do present "$tool" || missing+=("$tool"); done
   ((${#missing[@]} == 0)) && return 0
-  command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build ${missing[*]})"
   mkdir -p "$TOOLS_DIR" "$SRC_DIR" "$LOG_DIR"
+  ensure_go
   go_env
   # Two test runs may start at once: one builds, the other waits and then finds the binaries.
   exec 9>"$CACHE/tools.lock"
