@@ -87,34 +87,12 @@ pub async fn service_account_kubeconfig(cluster: &Cluster, release: &Release, di
         .await?
         .ok()?
         .stdout;
-    let server = cluster
-        .kubectl(&[
-            "config",
-            "view",
-            "--raw",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ])
-        .await?
-        .ok()?
-        .stdout;
-    let ca = cluster
-        .kubectl(&[
-            "config",
-            "view",
-            "--raw",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-        ])
-        .await?
-        .ok()?
-        .stdout;
+    let server = current_cluster_field(cluster, "server").await?;
+    let ca = current_cluster_field(cluster, "certificate-authority-data").await?;
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": server.trim(), "certificate-authority-data": ca.trim()}}],
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": ca}}],
         "users": [{"name": release.service_account(), "user": {"token": token.trim()}}],
         "contexts": [{"name": "operator", "context": {"cluster": "local", "user": release.service_account()}}],
         "current-context": "operator",
@@ -122,6 +100,16 @@ pub async fn service_account_kubeconfig(cluster: &Cluster, release: &Release, di
     let path = dir.join(format!("{}-{}.kubeconfig", release.namespace, release.name));
     std::fs::write(&path, kubeconfig.to_string()).context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// One field of the admin kubeconfig's current cluster.
+async fn current_cluster_field(cluster: &Cluster, field: &str) -> Result<String> {
+    let jsonpath = format!("jsonpath={{.clusters[0].cluster.{field}}}");
+    let out = cluster
+        .kubectl(&["config", "view", "--raw", "--minify", "-o", &jsonpath])
+        .await?
+        .ok()?;
+    Ok(out.stdout.trim().to_owned())
 }
 
 /// A running `edgefleet-operator`, killed on drop.

@@ -130,43 +130,21 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
     assert_eq!(dist.data["spec"]["enabled"].as_bool(), Some(true));
     assert_eq!(dist.data["spec"]["regions"][0]["replicas"].as_i64(), Some(2));
 
-    let table = cluster
-        .kubectl(&["get", "dist", "-n", &ns])
-        .await
-        .expect("kubectl runs")
-        .ok()
-        .expect("get dist");
-    for column in ["READY", "REGIONS", "AGE"] {
+    for (resource, expected) in [
+        ("dist", &["READY", "REGIONS", "AGE", "site"][..]),
+        ("inval", &["DISTRIBUTION", "PHASE", "AGE"][..]),
+        ("edgefleet", &["site"][..]),
+    ] {
+        let out = cluster
+            .kubectl(&["get", resource, "-n", &ns])
+            .await
+            .expect("kubectl runs");
+        let table = out.ok().expect("kubectl get").stdout;
         assert!(
-            table.stdout.contains(column),
-            "`kubectl get dist` lacks {column}: {}",
-            table.stdout
+            expected.iter().all(|c| table.contains(c)),
+            "`kubectl get {resource}` lacks {expected:?}: {table}"
         );
     }
-    let table = cluster
-        .kubectl(&["get", "inval", "-n", &ns])
-        .await
-        .expect("kubectl runs")
-        .ok()
-        .expect("get inval");
-    for column in ["DISTRIBUTION", "PHASE", "AGE"] {
-        assert!(
-            table.stdout.contains(column),
-            "`kubectl get inval` lacks {column}: {}",
-            table.stdout
-        );
-    }
-    let table = cluster
-        .kubectl(&["get", "edgefleet", "-n", &ns])
-        .await
-        .expect("kubectl runs")
-        .ok()
-        .expect("get category");
-    assert!(
-        table.stdout.contains("site"),
-        "category edgefleet lists nothing: {}",
-        table.stdout
-    );
 }
 
 #[tokio::test]
