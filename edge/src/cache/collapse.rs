@@ -275,20 +275,21 @@ impl SharedBody {
         !self.state.lock().readers.is_empty()
     }
 
-    /// The whole body received so far, when it was retained and has not failed. The fill calls
-    /// it once the body is known complete.
-    pub(crate) fn collect(&self) -> Option<Bytes> {
+    /// The whole body received so far followed by `last`, when it was retained and has not
+    /// failed. The fill calls it once it knows the body is complete.
+    pub(crate) fn collect_with(&self, last: &[u8]) -> Option<Bytes> {
         let state = self.state.lock();
         if state.windowed || state.first != 0 || matches!(state.end, Some(Err(_))) {
             return None;
         }
-        if state.chunks.len() == 1 {
+        if last.is_empty() && state.chunks.len() == 1 {
             return state.chunks.front().cloned();
         }
-        let mut all = BytesMut::with_capacity(state.received as usize);
+        let mut all = BytesMut::with_capacity(state.received as usize + last.len());
         for chunk in &state.chunks {
             all.extend_from_slice(chunk);
         }
+        all.extend_from_slice(last);
         Some(all.freeze())
     }
 
@@ -413,7 +414,10 @@ mod tests {
         body.finish(Ok(()));
         assert_eq!(read_all(early).await.expect("complete"), b"aaabbb");
         assert_eq!(read_all(late).await.expect("complete"), b"abb");
-        assert_eq!(body.collect().expect("retained"), Bytes::from_static(b"aaabbb"));
+        assert_eq!(
+            body.collect_with(&[]).expect("retained"),
+            Bytes::from_static(b"aaabbb")
+        );
     }
 
     #[tokio::test]
@@ -425,7 +429,7 @@ mod tests {
         body.finish(Err(BodyError("cut short".into())));
         assert!(read_all(a).await.is_err());
         assert!(read_all(b).await.is_err());
-        assert!(body.collect().is_none());
+        assert!(body.collect_with(&[]).is_none());
     }
 
     #[tokio::test]
@@ -456,7 +460,7 @@ mod tests {
         }
         assert_eq!(total, 16 << 20);
         writer.await.expect("writer finished");
-        assert!(body.collect().is_none());
+        assert!(body.collect_with(&[]).is_none());
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub(crate) use watch::spawn_watchers;
 pub(crate) enum Source {
     File(PathBuf),
     ConfigMap {
-        api: Api<ConfigMap>,
+        api: Box<Api<ConfigMap>>,
         namespace: String,
         name: String,
     },
@@ -48,7 +48,7 @@ impl Source {
         };
         let client = kube::Client::try_default().await?;
         Ok(Source::ConfigMap {
-            api: Api::namespaced(client, namespace),
+            api: Box::new(Api::namespaced(client, namespace)),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })

@@ -41,7 +41,7 @@ pub(crate) fn spawn_watchers(edge: Arc<Edge>, loader: Arc<Loader>, stop: Cancell
         tokio::spawn(async move { poll_files(&edge, &loader, &stop).await });
     }
     if let Source::ConfigMap { api, namespace, name } = &loader.source {
-        let (api, namespace, name) = (api.clone(), namespace.clone(), name.clone());
+        let (api, namespace, name) = ((**api).clone(), namespace.clone(), name.clone());
         tokio::spawn(async move {
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let mut events = watcher(api, config).default_backoff().applied_objects().boxed();

@@ -58,7 +58,8 @@ fn list_matches(list: &[u8], etag: &[u8], strong: bool) -> bool {
     }
     list.split(|&b| b == b',').map(trim).any(|candidate| {
         let (weak, opaque) = split_weak(candidate);
-        !(strong && weak) && !opaque.is_empty() && opaque == etag_opaque
+        let comparable = !(strong && weak);
+        comparable && !opaque.is_empty() && opaque == etag_opaque
     })
 }
 

@@ -192,6 +192,7 @@ pub(crate) async fn run(
     flight.publish(Phase::Streaming(shared.clone()));
 
     let mut body = body;
+    let mut stored = false;
     loop {
         match body.frame().await {
             None => break,
@@ -206,6 +207,16 @@ pub(crate) async fn run(
                     shared.body.stop_retaining();
                     edge.cache.flights.land(&flight);
                     retain = false;
+                }
+                let completes = content_length == Some(shared.body.received() + data.len() as u64);
+                if retain
+                    && completes
+                    && let Some(bytes) = shared.body.collect_with(&data)
+                {
+                    // Viewers stop reading once they have Content-Length bytes, so the object is
+                    // stored before the last bytes reach them: their next request finds it.
+                    store(&edge, &flight, &job, &shared, bytes);
+                    stored = true;
                 }
                 shared.body.push(data).await;
                 if !retain && !shared.body.has_readers() {
@@ -227,7 +238,10 @@ pub(crate) async fn run(
         )));
     }
     // Stored before the viewers see the end of the body, so a viewer's next request finds it.
-    if retain && let Some(bytes) = shared.body.collect() {
+    if retain
+        && !stored
+        && let Some(bytes) = shared.body.collect_with(&[])
+    {
         store(&edge, &flight, &job, &shared, bytes);
     }
     shared.body.finish(Ok(()));

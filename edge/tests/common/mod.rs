@@ -223,13 +223,13 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
         builder = builder.header(n.as_str(), v.as_str());
     }
     // Conditional GET: answer 304 when the validator matches.
-    if let (Some(etag), Some(inm)) = (&etag, parts.headers.get(header::IF_NONE_MATCH)) {
-        if inm.to_str().is_ok_and(|v| {
+    if let (Some(etag), Some(inm)) = (&etag, parts.headers.get(header::IF_NONE_MATCH))
+        && inm.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|t| t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/"))
-        }) {
-            return builder.status(304).body(full(Bytes::new())).expect("304");
-        }
+        })
+    {
+        return builder.status(304).body(full(Bytes::new())).expect("304");
     }
     let mut body = reply.body.clone();
     if let Some(name) = &reply.vary_echo {
