@@ -258,3 +258,92 @@ async fn operator_runs_as_the_chart_service_account_and_reports_observed_generat
         "the chart's RBAC refused the operator something:\n{log}"
     );
 }
+
+/// `helm template` of the chart, as parsed YAML documents.
+async fn render_chart(set: &[&str]) -> Vec<serde_json::Value> {
+    let helm = edgefleet_e2e::tools::tool("helm").await.expect("helm is built");
+    let chart = edgefleet_e2e::operator::chart_dir();
+    let mut command = tokio::process::Command::new(helm);
+    command
+        .args(["template", "t"])
+        .arg(&chart)
+        .args(["--namespace", "edgefleet-system"]);
+    for value in set {
+        command.args(["--set", value]);
+    }
+    let out = edgefleet_e2e::process::run(command, None)
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm template");
+    out.stdout
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+        .filter(|doc| doc.is_object())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn chart_lints_and_renders_a_locked_down_operator() {
+    let helm = edgefleet_e2e::tools::tool("helm").await.expect("helm is built");
+    let chart = edgefleet_e2e::operator::chart_dir();
+    let mut lint = tokio::process::Command::new(helm);
+    lint.args(["lint", "--strict"]).arg(&chart);
+    edgefleet_e2e::process::run(lint, None)
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm lint --strict");
+
+    let docs = render_chart(&[]).await;
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(deployment.len(), 1, "one operator Deployment");
+    let pod = &deployment[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert!(container[probe]["httpGet"]["path"].is_string(), "{probe} missing");
+    }
+    assert!(
+        container["resources"]["limits"]["memory"].is_string(),
+        "memory limit missing"
+    );
+    let env = |docs: &[serde_json::Value], name: &str| -> Option<String> {
+        find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)?["value"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("false"));
+    assert!(
+        find(&docs, "Role").is_empty(),
+        "no Lease permissions without leader election"
+    );
+    assert_eq!(find(&docs, "ClusterRole").len(), 1);
+    assert_eq!(find(&docs, "Service").len(), 1, "the metrics Service");
+
+    // More than one replica turns leader election on, with Lease rights in its own namespace only.
+    let docs = render_chart(&["replicaCount=2"]).await;
+    assert_eq!(env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("true"));
+    let roles = find(&docs, "Role");
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["metadata"]["namespace"], "edgefleet-system");
+    assert_eq!(roles[0]["rules"][0]["resources"][0], "leases");
+
+    // Values reach the operator.
+    let docs = render_chart(&["topology.regionLabel=example.com/region", "logging.format=text"]).await;
+    assert_eq!(
+        env(&docs, "EDGEFLEET_REGION_LABEL").as_deref(),
+        Some("example.com/region")
+    );
+    assert_eq!(env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(), Some("text"));
+}
