@@ -152,7 +152,7 @@ prepare_k8s_module() {
   dir=$(scratch_module "k8s-$K8S_VERSION")
   if [[ -f $dir/.prepared ]]; then echo "$dir"; return; fi
   log "preparing scratch module for k8s.io/kubernetes $K8S_VERSION"
-  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod)
+  gomod=$(cd "$dir" && go list -m -f "{{.GoMod}}" "k8s.io/kubernetes@$K8S_VERSION")
   [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
   staging=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod")
   [[ -n $staging ]] || die "no staging replaces found in $gomod"
