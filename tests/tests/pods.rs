@@ -235,8 +235,10 @@ async fn pods_run_as_real_processes_from_their_spec() -> Result<()> {
         "the deleted pod's process to stop",
         Duration::from_secs(20),
         || async {
+            // kwok hands freed IPs out again, so the replacement may answer on the same IP.
             let answer = get(&http, &format!("http://{victim_ip}:8080/whoami")).await;
-            Ok(answer.is_none().then_some(()))
+            let victim_answers = answer.is_some_and(|whoami| whoami.starts_with(&format!("{victim} ")));
+            Ok((!victim_answers).then_some(()))
         },
     )
     .await?;

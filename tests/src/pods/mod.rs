@@ -316,6 +316,7 @@ async fn run(
             () = &mut sources_synced => break,
             Some(event) = streams.config_maps.next() => log_error("ConfigMaps", event),
             Some(event) = streams.secrets.next() => log_error("Secrets", event),
+            else => return,
         }
     }
 
@@ -364,6 +365,8 @@ async fn run(
                     eprintln!("[pod-runner] a pod supervisor failed: {error}");
                 }
             }
+            // The watch streams retry forever; should they all end, there is nothing left to do.
+            else => return,
         }
     }
 }
