@@ -117,7 +117,7 @@ pub(super) async fn apply(
 }
 
 /// Deletes the objects the Distribution `uid` controls that are not in `manifests` (a region
-/// that was removed); returns `kind name` of each.
+/// that was removed); returns the kind and name of each.
 pub(super) async fn delete_orphans(
     client: &Client,
     stores: &Stores,
@@ -125,7 +125,7 @@ pub(super) async fn delete_orphans(
     distribution: &str,
     uid: &str,
     manifests: &[Manifest],
-) -> Result<Vec<String>> {
+) -> Result<Vec<(Kind, String)>> {
     let mut deleted = Vec::new();
     for kind in Kind::ALL {
         for name in stores.owned_names(kind, namespace, distribution, uid) {
@@ -136,7 +136,7 @@ pub(super) async fn delete_orphans(
                 .delete(&name, &DeleteParams::background())
                 .await
             {
-                Ok(_) => deleted.push(format!("{} {name}", kind.name())),
+                Ok(_) => deleted.push((kind, name)),
                 // Already gone: the cache had not caught up.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(Error::Kube(error)),

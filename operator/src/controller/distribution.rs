@@ -11,14 +11,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{self, Applied, Change};
 use super::status::{self, Observation, RegionObservation};
-use super::stores::{FleetTriggers, Stores};
-use super::{State, apply_status, error_policy, object_key};
+use super::stores::{FleetTriggers, Live, Stores};
+use super::{State, apply_status, error_policy, events, object_key};
 use crate::api::{Distribution, DistributionStatus};
 use crate::render::{self, Blocker, Inputs, Manifest, names, secrets};
 use crate::{Error, Result};
@@ -106,7 +106,9 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     let ctx = &state.ctx;
 
     let mut deployments: BTreeMap<String, Deployment> = BTreeMap::new();
-    let blockers = match inputs(&dist, &state, &namespace).await? {
+    // Objects written in this pass before the cache could see them.
+    let mut fresh = Fresh::new();
+    let blockers = match inputs(&dist, &state, &namespace, &uid, &mut fresh).await? {
         Err(found) => found,
         Ok(inputs) => match render::render(&dist, &ctx.settings, &inputs) {
             Err(found) => found,
@@ -115,7 +117,16 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
                     what: "rendered objects",
                     source,
                 })?;
-                converge(&dist, &state, &namespace, &uid, &manifests, &mut deployments).await?
+                converge(
+                    &dist,
+                    &state,
+                    &namespace,
+                    &uid,
+                    &manifests,
+                    &fresh,
+                    &mut deployments,
+                )
+                .await?
             }
         },
     };
@@ -147,7 +158,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     if status::differs(&desired, &current) {
         let api: Api<Distribution> = Api::namespaced(ctx.client.clone(), &namespace);
         apply_status(&api, &name, &desired).await?;
-        publish_condition_changes(&state, &dist, &current, &desired).await;
+        publish_condition_changes(&state, &dist, &current, &desired);
     }
 
     ctx.backoff.succeeded(&object_key(dist.as_ref()));
@@ -159,8 +170,17 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     Ok(Action::requeue(if degraded { RETRY_BLOCKED } else { RESYNC }))
 }
 
+/// Objects written in this pass, by kind and name, as the API server returned them.
+type Fresh = BTreeMap<(render::Kind, String), serde_json::Value>;
+
 /// The admin token and origin credentials, or why they cannot be had.
-async fn inputs(dist: &Distribution, state: &State, namespace: &str) -> Result<Result<Inputs, Vec<Blocker>>> {
+async fn inputs(
+    dist: &Distribution,
+    state: &State,
+    namespace: &str,
+    uid: &str,
+    fresh: &mut Fresh,
+) -> Result<Result<Inputs, Vec<Blocker>>> {
     let client = &state.ctx.client;
     let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut referenced = BTreeMap::new();
@@ -173,10 +193,71 @@ async fn inputs(dist: &Distribution, state: &State, namespace: &str) -> Result<R
         Ok(credentials) => credentials,
         Err(blockers) => return Ok(Err(blockers)),
     };
+    let admin_token = admin_token(dist, state, namespace, &secret_api).await?;
+    let shield_address = match shield_address(dist, state, namespace, uid, fresh).await? {
+        Ok(address) => address,
+        Err(blocker) => return Ok(Err(vec![blocker])),
+    };
     Ok(Ok(Inputs {
-        admin_token: admin_token(dist, state, namespace, &secret_api).await?,
+        admin_token,
         credentials,
+        shield_address,
     }))
+}
+
+/// The ClusterIP of the shield region's Service, creating the Service first if need be.
+async fn shield_address(
+    dist: &Distribution,
+    state: &State,
+    namespace: &str,
+    uid: &str,
+    fresh: &mut Fresh,
+) -> Result<std::result::Result<Option<String>, Blocker>> {
+    let Some(manifest) = render::shield_service(dist) else {
+        return Ok(Ok(None));
+    };
+    let manifest = manifest.map_err(|source| Error::Serialize {
+        what: "the shield Service",
+        source,
+    })?;
+    let cluster_ip = |spec: Option<&serde_json::Value>| {
+        spec.and_then(|s| s.get("clusterIP"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+            .map(str::to_owned)
+    };
+    if let Some(service) = state.stores.service(namespace, &manifest.name)
+        && let Some(ip) = service.spec.as_ref().and_then(|s| s.cluster_ip.clone())
+        && !ip.is_empty()
+    {
+        return Ok(Ok(Some(ip)));
+    }
+    let live = state
+        .stores
+        .live(render::Kind::Service, namespace, &manifest.name);
+    if let Some(blocker) = apply::foreign(live.as_ref(), &manifest, uid) {
+        return Ok(Err(blocker));
+    }
+    match apply::apply(&state.ctx.client, namespace, uid, &manifest, live.as_ref()).await? {
+        Applied::Conflict(blocker) => Ok(Err(blocker)),
+        Applied::Unchanged => Ok(Ok(live.and_then(|l| cluster_ip(l.json.get("spec"))))),
+        Applied::Written(_, service) => {
+            let note = format!(
+                "created Service {} first: the other regions' edges fetch through it",
+                manifest.name
+            );
+            let related = events::owned_ref(manifest.kind, namespace, &manifest.name);
+            let event = events::event(EventType::Normal, "Created", "Apply", note, Some(related));
+            events::publish(&state.ctx.recorder, dist.object_ref(&()), vec![event]);
+            let address = cluster_ip(service.data.get("spec"));
+            let json = serde_json::to_value(&*service).map_err(|source| Error::Serialize {
+                what: "the shield Service",
+                source,
+            })?;
+            fresh.insert((manifest.kind, manifest.name.clone()), json);
+            Ok(Ok(address))
+        }
+    }
 }
 
 /// The fleet's admin token: the one in the edge Secret, or a new random one the first time.
@@ -216,12 +297,19 @@ async fn converge(
     namespace: &str,
     uid: &str,
     manifests: &[Manifest],
+    fresh: &Fresh,
     deployments: &mut BTreeMap<String, Deployment>,
 ) -> Result<Vec<Blocker>> {
     let client = &state.ctx.client;
     let live: Vec<_> = manifests
         .iter()
-        .map(|m| state.stores.live(m.kind, namespace, &m.name))
+        .map(|m| match fresh.get(&(m.kind, m.name.clone())) {
+            Some(json) => Some(Live {
+                json: json.clone(),
+                controller_uid: Some(uid.to_owned()),
+            }),
+            None => state.stores.live(m.kind, namespace, &m.name),
+        })
         .collect();
     let conflicts: Vec<Blocker> = manifests
         .iter()
@@ -232,16 +320,26 @@ async fn converge(
         return Ok(conflicts);
     }
     let mut changes = Vec::new();
+    let mut notes = Vec::new();
     for (manifest, live) in manifests.iter().zip(&live) {
         match apply::apply(client, namespace, uid, manifest, live.as_ref()).await? {
             Applied::Unchanged => {}
             Applied::Conflict(blocker) => return Ok(vec![blocker]),
             Applied::Written(change, obj) => {
-                let verb = match change {
-                    Change::Created => "created",
-                    Change::Updated => "updated",
+                let (reason, verb) = match change {
+                    Change::Created => ("Created", "created"),
+                    Change::Updated => ("Updated", "updated"),
                 };
-                changes.push(format!("{verb} {} {}", manifest.kind.name(), manifest.name));
+                let what = format!("{verb} {} {}", manifest.kind.name(), manifest.name);
+                let related = events::owned_ref(manifest.kind, namespace, &manifest.name);
+                notes.push(events::event(
+                    EventType::Normal,
+                    reason,
+                    "Apply",
+                    what.clone(),
+                    Some(related),
+                ));
+                changes.push(what);
                 if manifest.kind == render::Kind::Deployment
                     && let Ok(deployment) = obj.try_parse::<Deployment>()
                 {
@@ -254,38 +352,33 @@ async fn converge(
         apply::delete_orphans(client, &state.stores, namespace, &dist.name_any(), uid, manifests).await?;
     if !changes.is_empty() {
         tracing::info!(distribution = %object_key(dist), changes = ?changes, "applied");
-        publish(
-            state,
-            dist,
-            EventType::Normal,
-            "Applied",
-            "Apply",
-            changes.join(", "),
-        )
-        .await;
     }
     if !deleted.is_empty() {
         tracing::info!(distribution = %object_key(dist), deleted = ?deleted, "deleted objects no longer rendered");
-        publish(
-            state,
-            dist,
+    }
+    for (kind, name) in deleted {
+        let note = format!("deleted {} {name}: no longer in the spec", kind.name());
+        let related = events::owned_ref(kind, namespace, &name);
+        notes.push(events::event(
             EventType::Normal,
             "Deleted",
             "Delete",
-            format!("deleted {} (no longer in the spec)", deleted.join(", ")),
-        )
-        .await;
+            note,
+            Some(related),
+        ));
     }
+    events::publish(&state.ctx.recorder, dist.object_ref(&()), notes);
     Ok(Vec::new())
 }
 
 /// An Event for each condition whose status or reason changed.
-async fn publish_condition_changes(
+fn publish_condition_changes(
     state: &State,
     dist: &Distribution,
     before: &DistributionStatus,
     after: &DistributionStatus,
 ) {
+    let mut changed = Vec::new();
     for condition in &after.conditions {
         let unchanged = before.conditions.iter().any(|c| {
             c.type_ == condition.type_ && c.status == condition.status && c.reason == condition.reason
@@ -303,37 +396,13 @@ async fn publish_condition_changes(
             "{} is {}: {}",
             condition.type_, condition.status, condition.message
         );
-        publish(state, dist, type_, &condition.reason, "Reconcile", note).await;
+        changed.push(events::event(
+            type_,
+            &condition.reason,
+            &condition.type_,
+            note,
+            None,
+        ));
     }
-}
-
-/// Publishes an Event on `dist`; a failure is logged, never fails the pass.
-async fn publish(
-    state: &State,
-    dist: &Distribution,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    // The Events API limits notes to 1 kB.
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut cut = 997;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state.ctx.recorder.publish(&event, &dist.object_ref(&())).await {
-        tracing::warn!(distribution = %object_key(dist), %error, "could not publish an Event");
-    }
+    events::publish(&state.ctx.recorder, dist.object_ref(&()), changed);
 }

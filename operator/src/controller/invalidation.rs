@@ -11,17 +11,18 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::stores::Trigger;
-use super::{State, apply_status, error_policy, object_key};
+use super::{State, apply_status, error_policy, events, object_key};
 use crate::api::{Distribution, Invalidation, InvalidationPhase, InvalidationStatus};
 use crate::render::{names, secrets};
 use crate::{Error, Result};
 
-/// How soon edges that did not acknowledge are asked again.
-const RETRY: Duration = Duration::from_secs(2);
+/// Longest wait before edges that did not acknowledge are asked again (the wait doubles from
+/// 1 s up to this).
+const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Edges asked at once.
 const PARALLEL_EDGES: usize = 16;
 /// The edges' admin port when a pod does not name one.
@@ -79,9 +80,8 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
             &inval,
             EventType::Warning,
             "DistributionNotFound",
-            next.message.clone(),
-        )
-        .await;
+            next.message.clone().unwrap_or_default(),
+        );
         state.acks.lock().remove(&uid);
         return Ok(Action::await_change());
     }
@@ -98,7 +98,7 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
         if next != current {
             apply_status(&api, &name, &next).await?;
         }
-        return Ok(Action::requeue(RETRY));
+        return Ok(Action::requeue(retry(&state, &inval)));
     };
 
     let edges = ready_edges(&state, &namespace, dist_name).await?;
@@ -114,12 +114,8 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
             &inval,
             EventType::Normal,
             "Started",
-            Some(format!(
-                "purging {} paths from {total} edges",
-                inval.spec.paths.len()
-            )),
-        )
-        .await;
+            format!("purging {} paths from {total} edges", inval.spec.paths.len()),
+        );
     }
 
     let body = serde_json::json!({ "id": uid, "paths": inval.spec.paths });
@@ -157,6 +153,7 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
             format!("every ready edge ({total}) purged the paths")
         });
         state.acks.lock().remove(&uid);
+        state.ctx.backoff.succeeded(&object_key(inval.as_ref()));
         Action::await_change()
     } else {
         failures.sort();
@@ -164,7 +161,7 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
             "{acknowledged}/{total} edges purged; retrying the others: {}",
             failures.join("; ")
         ));
-        Action::requeue(RETRY)
+        Action::requeue(retry(&state, &inval))
     };
     if next != current {
         apply_status(&api, &name, &next).await?;
@@ -174,14 +171,17 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
                 &inval,
                 EventType::Normal,
                 "Completed",
-                next.message.clone(),
-            )
-            .await;
+                next.message.clone().unwrap_or_default(),
+            );
         }
     }
-    state.ctx.backoff.succeeded(&object_key(inval.as_ref()));
     state.ctx.metrics.reconciled("Invalidation", started.elapsed());
     Ok(action)
+}
+
+/// The next wait for an Invalidation still waiting on its edges.
+fn retry(state: &State, inval: &Invalidation) -> Duration {
+    state.ctx.backoff.failed(&object_key(inval)).min(MAX_RETRY)
 }
 
 /// Sends the purge to each edge, a few at a time; returns each pod's uid with its outcome.
@@ -278,17 +278,9 @@ async fn acknowledged(response: reqwest::Result<reqwest::Response>) -> std::resu
     Err(format!("answered {status}: {}", body.trim()))
 }
 
-async fn publish(state: &State, inval: &Invalidation, type_: EventType, reason: &str, note: Option<String>) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note,
-        action: "Invalidate".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = state.ctx.recorder.publish(&event, &inval.object_ref(&())).await {
-        tracing::warn!(invalidation = %object_key(inval), %error, "could not publish an Event");
-    }
+fn publish(state: &State, inval: &Invalidation, type_: EventType, reason: &str, note: String) {
+    let event = events::event(type_, reason, "Invalidate", note, None);
+    events::publish(&state.ctx.recorder, inval.object_ref(&()), vec![event]);
 }
 
 #[cfg(test)]

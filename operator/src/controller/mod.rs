@@ -4,6 +4,7 @@ mod apply;
 mod backoff;
 mod compare;
 mod distribution;
+mod events;
 mod invalidation;
 mod status;
 mod stores;

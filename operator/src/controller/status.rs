@@ -108,7 +108,7 @@ pub(super) fn status(obs: &Observation<'_>, previous: &DistributionStatus, now: 
             true,
             first.reason(),
             format!(
-                "{}. The edges keep their last good configuration until this is fixed.",
+                "{}. Nothing is written until this is fixed; edges already running keep their current configuration.",
                 messages.join("; ")
             ),
         )

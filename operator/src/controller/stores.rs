@@ -240,6 +240,11 @@ impl Stores {
         self.deployments.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// A cached Service the operator owns.
+    pub(super) fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::new(name).within(namespace))
+    }
+
     /// A cached Secret the operator owns.
     pub(super) fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))

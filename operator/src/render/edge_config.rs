@@ -16,10 +16,15 @@ pub const CACHE_DISK_PATH: &str = "/var/cache/edgefleet";
 pub const SERVICE_PORT: i32 = 80;
 
 /// The configuration every edge of `dist` loads. Fails with the rules it breaks.
+///
+/// Edges outside the shield region reach it through its Service: at `shield_address` (the
+/// Service's ClusterIP, which needs no cluster DNS and never changes while the Service exists)
+/// when known, else by the Service's DNS name.
 pub fn edge_config(
     dist: &Distribution,
     namespace: &str,
     sizing: &EdgeSizing,
+    shield_address: Option<&str>,
 ) -> Result<EdgeConfig, Vec<Blocker>> {
     let name = dist.metadata.name.clone().unwrap_or_default();
     let spec = &dist.spec;
@@ -39,12 +44,16 @@ pub fn edge_config(
                 failover_statuses: g.failover_status_codes.clone(),
             })
             .collect(),
-        origin_shield: spec.origin_shield.as_ref().map(|shield| config::OriginShield {
-            region: shield.region.clone(),
-            url: format!(
-                "http://{}.{namespace}.svc:{SERVICE_PORT}",
-                names::regional(&name, &shield.region)
-            ),
+        origin_shield: spec.origin_shield.as_ref().map(|shield| {
+            let host = match shield_address {
+                Some(ip) if ip.contains(':') => format!("[{ip}]"),
+                Some(ip) => ip.to_owned(),
+                None => format!("{}.{namespace}.svc", names::regional(&name, &shield.region)),
+            };
+            config::OriginShield {
+                region: shield.region.clone(),
+                url: format!("http://{host}:{SERVICE_PORT}"),
+            }
         }),
         default_behavior: behavior(None, &spec.default_behavior),
         behaviors: spec
@@ -184,7 +193,7 @@ mod tests {
 
     #[test]
     fn renders_the_example_with_the_shield_service_and_secret_file_paths() {
-        let config = edge_config(&example(), "web", &sizing()).expect("valid");
+        let config = edge_config(&example(), "web", &sizing(), None).expect("valid");
         let shield = config.origin_shield.as_ref().expect("shield");
         assert_eq!(shield.region, "eu-west");
         assert_eq!(shield.url, "http://site-eu-west.web.svc:80");
@@ -207,10 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shield_is_reached_at_its_service_address_when_known() {
+        let v4 = edge_config(&example(), "web", &sizing(), Some("10.96.0.7")).expect("valid");
+        assert_eq!(v4.origin_shield.expect("shield").url, "http://10.96.0.7:80");
+        let v6 = edge_config(&example(), "web", &sizing(), Some("fd00::7")).expect("valid");
+        assert_eq!(v6.origin_shield.expect("shield").url, "http://[fd00::7]:80");
+    }
+
+    #[test]
     fn a_target_the_edge_does_not_know_is_an_unknown_origin() {
         let mut dist = example();
         dist.spec.default_behavior.target_origin = "nowhere".into();
-        let blockers = edge_config(&dist, "web", &sizing()).expect_err("unknown");
+        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("unknown");
         assert!(
             blockers
                 .iter()

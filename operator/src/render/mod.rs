@@ -43,6 +43,8 @@ pub struct Inputs {
     pub admin_token: String,
     /// Key pairs of the S3 origins that reference a credentials Secret, by origin name.
     pub credentials: BTreeMap<String, S3Credentials>,
+    /// ClusterIP of the shield region's Service, once it exists ([`shield_service`]).
+    pub shield_address: Option<String>,
 }
 
 // The token is a credential: never in logs.
@@ -51,6 +53,7 @@ impl std::fmt::Debug for Inputs {
         f.debug_struct("Inputs")
             .field("admin_token", &"..")
             .field("credentials", &self.credentials)
+            .field("shield_address", &self.shield_address)
             .finish()
     }
 }
@@ -204,6 +207,16 @@ impl Kind {
         Kind::Deployment,
     ];
 
+    /// The kind's `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::ServiceAccount | Kind::Secret | Kind::ConfigMap | Kind::Service => "v1",
+            Kind::Role | Kind::RoleBinding => "rbac.authorization.k8s.io/v1",
+            Kind::PodDisruptionBudget => "policy/v1",
+            Kind::Deployment => "apps/v1",
+        }
+    }
+
     /// The kind's name in the API.
     pub fn name(self) -> &'static str {
         match self {
@@ -302,6 +315,14 @@ where
     })
 }
 
+/// The Service of the shield region, which the controller creates first when it does not exist
+/// yet so that the edge configuration can name its address.
+pub fn shield_service(dist: &Distribution) -> Option<Result<Manifest, serde_json::Error>> {
+    let shield = dist.spec.origin_shield.as_ref()?;
+    let region = dist.spec.regions.iter().find(|r| r.name == shield.region)?;
+    Some(manifest(Kind::Service, &network::regional_service(dist, region)))
+}
+
 /// Renders everything `dist` owns, or every reason it cannot be.
 pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Result<Fleet, Vec<Blocker>> {
     let name = dist.metadata.name.clone().unwrap_or_default();
@@ -312,7 +333,7 @@ pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Resu
         }]);
     };
     let sizing = EdgeSizing::from_spec(&dist.spec.edge).map_err(|b| vec![b])?;
-    let config = edge_config(dist, &namespace, &sizing)?;
+    let config = edge_config(dist, &namespace, &sizing, inputs.shield_address.as_deref())?;
     let yaml = config.to_yaml().map_err(|e| {
         vec![Blocker::InvalidSpec {
             field: "spec".into(),
@@ -401,6 +422,7 @@ pub(crate) mod tests {
                     secret_access_key: b"s3cr3t-access".to_vec(),
                 },
             )]),
+            shield_address: Some("10.96.0.7".into()),
         }
     }
 
@@ -416,6 +438,10 @@ pub(crate) mod tests {
             assert_eq!(meta["ownerReferences"][0]["kind"], "Distribution", "{}", m.name);
             assert_eq!(meta["ownerReferences"][0]["controller"], true, "{}", m.name);
             assert_eq!(meta["labels"][names::DISTRIBUTION_LABEL], "site", "{}", m.name);
+        }
+        for m in &manifests {
+            assert_eq!(m.body["apiVersion"], m.kind.api_version(), "{}", m.name);
+            assert_eq!(m.body["kind"], m.kind.name(), "{}", m.name);
         }
         let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
         assert!(names.contains(&"site-ap-south") && names.contains(&"site-edge-config"));
