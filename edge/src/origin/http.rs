@@ -179,7 +179,7 @@ impl HttpClient {
                 reason: format!("cannot form an origin URL for {:?}", request.path),
             })?;
         let body: OutgoingBody = match body {
-            Some(b) => b.boxed_unsync(),
+            Some(b) => b,
             None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
         };
         let mut outgoing = Request::builder()

@@ -2,7 +2,7 @@
 //! through one pooled hyper client per origin, and origin groups that fail over from a primary to
 //! a secondary.
 mod body;
-mod http;
+pub(crate) mod http;
 mod s3;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -59,7 +59,7 @@ pub(crate) enum Client {
 }
 
 /// A request body streamed to the origin (pass-through methods only).
-pub(crate) type RequestBody = hyper::body::Incoming;
+pub(crate) type RequestBody = http::OutgoingBody;
 
 impl Client {
     async fn send(

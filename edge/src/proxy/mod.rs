@@ -33,6 +33,7 @@ use crate::{
     cache::Cache,
     config::runtime::Runtime,
     metrics::{CacheResult, Metrics, RequestLabels},
+    server::Verdict,
 };
 
 /// The state every request shares.
@@ -74,19 +75,32 @@ impl Edge {
     }
 }
 
-/// Serves one viewer request.
+/// Serves one viewer request. `verdict` is the connection guard's view of its raw head.
 pub(crate) async fn handle(
     edge: Arc<Edge>,
     request: Request<Incoming>,
     client: SocketAddr,
+    verdict: Verdict,
 ) -> Response<Body> {
     let runtime = edge.runtime();
     let (parts, body) = request.into_parts();
-    let served = match admission::admit(&parts, &runtime, client) {
-        Err(rejection) => errors::rejection(rejection, &runtime),
-        Ok(viewer) => route(&edge, &runtime, viewer, body).await,
+    let mut close = verdict != Verdict::Clean;
+    let served = match (verdict, admission::admit(&parts, &runtime, client)) {
+        (Verdict::Smuggling(why), _) => errors::rejection(admission::Rejection::BadRequest(why), &runtime),
+        (_, Err(rejection)) => {
+            // Whatever follows a refused request on this connection is not trusted either.
+            close = true;
+            errors::rejection(rejection, &runtime)
+        }
+        (_, Ok(viewer)) => route(&edge, &runtime, viewer, body).await,
     };
-    finish(&edge, &runtime, served)
+    let mut response = finish(&edge, &runtime, served);
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn route(

@@ -1,5 +1,8 @@
 //! Listeners and connections: the data port (hyper HTTP/1.1, keep-alive) and the admin port
 //! (axum), with graceful shutdown: stop accepting, finish in-flight requests within a deadline.
+mod sniff;
+
+pub(crate) use sniff::Verdict;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
@@ -47,17 +50,19 @@ pub(crate) async fn serve_data(
         };
         let _ = stream.set_nodelay(true);
         let limits = edge.runtime().limits.clone();
+        let buffer = (limits.max_header_bytes + limits.max_url_bytes).max(16 << 10);
+        let (stream, verdicts) = sniff::Guarded::new(stream, buffer);
         let edge = edge.clone();
         let service = service_fn(move |request| {
-            let edge = edge.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(edge, request, client).await) }
+            let (edge, verdict) = (edge.clone(), verdicts.next());
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(edge, request, client, verdict).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             // Room for a head at the configured limits, so oversize requests get a precise 414/431
             // from admission; anything beyond this gets hyper's 431.
-            .max_buf_size((limits.max_header_bytes + limits.max_url_bytes).max(16 << 10))
+            .max_buf_size(buffer)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
