@@ -11,18 +11,18 @@ use hyper_util::{
 
 use edgefleet_config::HttpOrigin;
 
-use super::{OriginBody, OriginError, OriginRequest, RequestBody};
+use super::{OriginBody, OriginError, OriginRequest, RequestBody, resolve::Resolver};
 use crate::error::{Error, Result};
 
 /// Idle origin connections are kept this long for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
 pub(crate) type OutgoingBody = UnsyncBoxBody<bytes::Bytes, hyper::Error>;
-pub(crate) type PooledClient = Client<HttpsConnector<HttpConnector>, OutgoingBody>;
+pub(crate) type PooledClient = Client<HttpsConnector<HttpConnector<Resolver>>, OutgoingBody>;
 
 /// A pooled client with connect and read timeouts.
 pub(crate) fn pooled_client(connect_timeout: Duration) -> PooledClient {
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(Resolver::new());
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

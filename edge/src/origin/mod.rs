@@ -3,6 +3,7 @@
 //! a secondary.
 mod body;
 pub(crate) mod http;
+mod resolve;
 mod s3;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
