@@ -1,6 +1,6 @@
 //! The workspace's own binaries, as built by the `cargo test` run that is executing us.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -13,12 +13,17 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         context: "cannot locate the running test binary".to_owned(),
         source,
     })?;
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from);
-    let candidate = profile_dir.map(|dir| dir.join(name));
-    match candidate {
-        Some(path) if path.is_file() => Ok(path),
-        _ => Err(Error::Io {
+    // A test runs from target/<profile>/deps/, a binary such as the demo from target/<profile>/.
+    let exe_dir = exe.parent();
+    let candidates = [exe_dir, exe_dir.and_then(Path::parent)];
+    match candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+    {
+        Some(path) => Ok(path),
+        None => Err(Error::Io {
             context: format!("binary {name} is not built; run `cargo build --workspace --bins` first"),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         }),
