@@ -13,6 +13,18 @@ mod origin;
 mod proxy;
 mod server;
 
+/// Fuzzing knobs for the property tests.
+#[cfg(test)]
+mod fuzz {
+    /// Cases per property: `EDGEFLEET_FUZZ_CASES` when set (long runs), else the default.
+    pub(crate) fn cases(default: u32) -> u32 {
+        std::env::var("EDGEFLEET_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, ValueEnum};

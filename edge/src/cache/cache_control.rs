@@ -234,7 +234,7 @@ mod tests {
     proptest! {
         // Fuzzing: 20,000 cases of arbitrary bytes plus 20,000 of generated directive lists
         // (see edge/README.md for run times).
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz::cases(20_000)))]
 
         #[test]
         fn never_panics_on_arbitrary_bytes(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..4)) {

@@ -118,17 +118,24 @@ pub(crate) fn forwarded_header(policy: &KeyPolicy, name: &HeaderName) -> bool {
     true
 }
 
-/// The key of the variant a `Vary` response was stored for: the primary key plus the request's
-/// values of the named headers.
-pub(crate) fn with_vary(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> String {
+/// The key of the variant a `Vary` response was stored for: the primary key plus the values of
+/// the named headers among those forwarded to the origin (the origin cannot vary on others). The
+/// same key results from the viewer's headers and from the forwarded ones.
+pub(crate) fn with_vary(
+    primary: &str,
+    names: &[HeaderName],
+    headers: &HeaderMap,
+    policy: &KeyPolicy,
+) -> String {
     let mut key = String::with_capacity(primary.len() + 32);
     key.push_str(primary);
     key.push(PART);
     key.push('v');
-    push_headers(&mut key, headers, |name| names.contains(name));
+    let counts = |name: &HeaderName| names.contains(name) && forwarded_header(policy, name);
+    push_headers(&mut key, headers, counts);
     // Names absent from the request still count: "absent" differs from "present and empty".
     for name in names {
-        if !headers.contains_key(name) {
+        if !(headers.contains_key(name) && forwarded_header(policy, name)) {
             key.push(ITEM);
             key.push_str(name.as_str());
             key.push('!');
@@ -331,14 +338,14 @@ mod tests {
         let mut empty = HeaderMap::new();
         empty.insert("accept-language", HeaderValue::from_static(""));
         assert_ne!(
-            with_vary("k", &names, &empty),
-            with_vary("k", &names, &HeaderMap::new())
+            with_vary("k", &names, &empty, &KeyPolicy::default()),
+            with_vary("k", &names, &HeaderMap::new(), &KeyPolicy::default())
         );
     }
 
     proptest! {
         // Fuzzing: 10,000 cases each (see edge/README.md for run times).
-        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz::cases(10_000)))]
 
         #[test]
         fn never_panics_on_arbitrary_queries_and_cookies(

@@ -10,7 +10,7 @@ pub(crate) mod store;
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
-use edgefleet_config::{DEFAULT_ERROR_CACHING_MIN_TTL, ErrorResponse};
+use edgefleet_config::{CacheKey as KeyPolicy, DEFAULT_ERROR_CACHING_MIN_TTL, ErrorResponse};
 
 use http::HeaderMap;
 use parking_lot::RwLock;
@@ -86,7 +86,13 @@ impl Cache {
     }
 
     /// Finds the object for a request: the primary key, or the variant its `Vary` selects.
-    pub(crate) async fn lookup(&self, primary: &str, headers: &HeaderMap, policy: &Policy<'_>) -> Lookup {
+    pub(crate) async fn lookup(
+        &self,
+        primary: &str,
+        headers: &HeaderMap,
+        key_policy: &KeyPolicy,
+        policy: &Policy<'_>,
+    ) -> Lookup {
         let (key, entry) = match self.store.get(primary).await {
             None => {
                 return Lookup::Miss {
@@ -94,7 +100,7 @@ impl Cache {
                 };
             }
             Some(Entry::Vary { names, .. }) => {
-                let key = key::with_vary(primary, &names, headers);
+                let key = key::with_vary(primary, &names, headers, key_policy);
                 match self.store.get(&key).await {
                     Some(Entry::Object(object)) => (key, object),
                     Some(Entry::Vary { .. }) | None => return Lookup::Miss { key },

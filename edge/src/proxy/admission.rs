@@ -30,7 +30,7 @@ pub(crate) enum Rejection {
     UnknownHost(String),
 }
 
-pub(crate) fn admit(parts: &Parts, runtime: &Runtime, client: SocketAddr) -> Result<Viewer, Rejection> {
+pub(crate) fn admit(parts: Parts, runtime: &Runtime, client: SocketAddr) -> Result<Viewer, Rejection> {
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > runtime.limits.max_url_bytes {
         return Err(Rejection::UriTooLong);
@@ -86,13 +86,14 @@ pub(crate) fn admit(parts: &Parts, runtime: &Runtime, client: SocketAddr) -> Res
         (Some(root), "/") => root.clone(),
         _ => path.to_owned(),
     };
+    let query = parts.uri.query().map(str::to_owned);
     Ok(Viewer {
-        method: parts.method.clone(),
+        method: parts.method,
         version: parts.version,
         host,
         path,
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers.clone(),
+        query,
+        headers: parts.headers,
         client,
     })
 }

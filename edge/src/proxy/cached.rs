@@ -1,6 +1,6 @@
 //! GET and HEAD: served from the cache, filled from the origin on a miss, revalidated when stale,
 //! compressed when the viewer accepts it.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Version, header};
@@ -33,7 +33,8 @@ struct Ctx<'a> {
     behavior: &'a Behavior,
     viewer: &'a Viewer,
     keyed: Keyed,
-    request: OriginRequest,
+    /// Built only when the origin is asked: hits never pay for it.
+    request: OnceLock<OriginRequest>,
 }
 
 /// What the cache and the origin gave for a request.
@@ -64,14 +65,13 @@ pub(crate) async fn serve(
         headers: &viewer.headers,
     };
     let keyed = key::build(input, &behavior.config.cache_key);
-    let request = origin_request(behavior, viewer, &keyed);
     let ctx = Ctx {
         edge,
         runtime,
         behavior,
         viewer,
         keyed,
-        request,
+        request: OnceLock::new(),
     };
     match obtain(&ctx).await {
         Got::Object { object, key, cache } => serve_object(&ctx, object, &key, cache).await,
@@ -110,6 +110,11 @@ fn origin_request(behavior: &Behavior, viewer: &Viewer, keyed: &Keyed) -> Origin
 }
 
 impl Ctx<'_> {
+    fn request(&self) -> &OriginRequest {
+        self.request
+            .get_or_init(|| origin_request(self.behavior, self.viewer, &self.keyed))
+    }
+
     fn policy(&self) -> Policy<'_> {
         Policy {
             ttl: self.behavior.ttl,
@@ -123,12 +128,13 @@ impl Ctx<'_> {
             primary: self.keyed.primary.clone(),
             purge_path: self.keyed.purge_path.clone(),
             target: self.behavior.config.target_origin.clone(),
-            request: self.request.clone(),
+            request: self.request().clone(),
             stale,
             stale_on_error,
             ttl: self.behavior.ttl,
             keep_set_cookie: keep_set_cookie(self.behavior),
-            authorization_forwarded: self.request.headers.contains_key(header::AUTHORIZATION),
+            authorization_forwarded: self.request().headers.contains_key(header::AUTHORIZATION),
+            key_policy: self.behavior.config.cache_key.clone(),
         }
     }
 
@@ -184,7 +190,7 @@ impl Ctx<'_> {
         let result = self
             .runtime
             .origins
-            .send(&self.behavior.config.target_origin, &self.request, None, true)
+            .send(&self.behavior.config.target_origin, self.request(), None, true)
             .await;
         fill::record_origin(self.edge, &result, started);
         result
@@ -204,7 +210,12 @@ async fn obtain(ctx: &Ctx<'_>) -> Got {
     match ctx
         .edge
         .cache
-        .lookup(&ctx.keyed.primary, &ctx.request.headers, &policy)
+        .lookup(
+            &ctx.keyed.primary,
+            &ctx.viewer.headers,
+            &ctx.behavior.config.cache_key,
+            &policy,
+        )
         .await
     {
         Lookup::Hit(object, key) => Got::Object {
@@ -267,7 +278,12 @@ async fn obtain(ctx: &Ctx<'_>) -> Got {
 async fn settle(ctx: &Ctx<'_>, phase: Phase, handoff: Option<Handoff>, may_retry: bool) -> Got {
     match (phase, handoff) {
         (Phase::Streaming(shared), handoff) => {
-            let own = fill::variant_key(&ctx.keyed.primary, &shared, &ctx.request.headers);
+            let own = fill::variant_key(
+                &ctx.keyed.primary,
+                &shared,
+                &ctx.viewer.headers,
+                &ctx.behavior.config.cache_key,
+            );
             if own == shared.stored_key {
                 let reader = match handoff {
                     Some(Handoff::Reader(reader)) => Some(reader),

@@ -41,6 +41,7 @@ pub(crate) struct FillJob {
     pub(crate) ttl: TtlPolicy,
     pub(crate) keep_set_cookie: bool,
     pub(crate) authorization_forwarded: bool,
+    pub(crate) key_policy: edgefleet_config::CacheKey,
 }
 
 /// What the fill hands the request that started it.
@@ -159,7 +160,7 @@ pub(crate) async fn run(
 
     let (stored_key, vary) = match vary {
         Vary::Names(names) => (
-            key::with_vary(&job.primary, &names, &job.request.headers),
+            key::with_vary(&job.primary, &names, &job.request.headers, &job.key_policy),
             Some(names),
         ),
         Vary::None | Vary::Any => (job.primary.clone(), None),
@@ -331,10 +332,15 @@ pub(crate) fn record_origin(edge: &Edge, result: &Result<Fetched, OriginError>, 
         .inc();
 }
 
-/// The key a lookup should use for a stored object's variant given a viewer's forwarded headers.
-pub(crate) fn variant_key(primary: &str, shared: &SharedResponse, forwarded: &HeaderMap) -> String {
+/// The key of the variant of a shared response that a viewer's headers select.
+pub(crate) fn variant_key(
+    primary: &str,
+    shared: &SharedResponse,
+    headers: &HeaderMap,
+    key_policy: &edgefleet_config::CacheKey,
+) -> String {
     match &shared.vary {
-        Some(names) => key::with_vary(primary, names, forwarded),
+        Some(names) => key::with_vary(primary, names, headers, key_policy),
         None => primary.to_owned(),
     }
 }

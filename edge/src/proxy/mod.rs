@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 use parking_lot::RwLock;
 
@@ -35,6 +35,9 @@ use crate::{
     metrics::{CacheResult, Metrics, RequestLabels},
     server::Verdict,
 };
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_EDGE_LOCATION: HeaderName = HeaderName::from_static("x-edge-location");
 
 /// The state every request shares.
 pub(crate) struct Edge {
@@ -85,7 +88,7 @@ pub(crate) async fn handle(
     let runtime = edge.runtime();
     let (parts, body) = request.into_parts();
     let mut close = verdict != Verdict::Clean;
-    let served = match (verdict, admission::admit(&parts, &runtime, client)) {
+    let served = match (verdict, admission::admit(parts, &runtime, client)) {
         (Verdict::Smuggling(why), _) => errors::rejection(admission::Rejection::BadRequest(why), &runtime),
         (_, Err(rejection)) => {
             // Whatever follows a refused request on this connection is not trusted either.
@@ -135,8 +138,8 @@ fn finish(edge: &Edge, runtime: &Runtime, served: Served) -> Response<Body> {
         cache
     };
     let headers = &mut parts.headers;
-    headers.insert("x-cache", cache.header());
-    headers.insert("x-edge-location", runtime.location.clone());
+    headers.insert(X_CACHE, cache.header());
+    headers.insert(X_EDGE_LOCATION, runtime.location.clone());
     headers.append(header::VIA, runtime.via.clone());
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));

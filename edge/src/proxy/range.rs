@@ -151,7 +151,7 @@ mod tests {
 
     proptest! {
         // Fuzzing: 20,000 arbitrary headers and 20,000 generated ranges (see edge/README.md).
-        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz::cases(20_000)))]
 
         #[test]
         fn never_panics_and_partial_ranges_are_within_the_object(value in proptest::collection::vec(any::<u8>(), 0..64), len in 0u64..1_000_000) {

@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn never_panics_on_arbitrary_input() {
         use proptest::prelude::*;
-        proptest!(ProptestConfig::with_cases(5_000), |(pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6))| {
+        proptest!(ProptestConfig::with_cases(crate::fuzz::cases(5_000)), |(pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6))| {
             let slices: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
             let _ = verdicts(&slices);
         });

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""edgefleet-edge vs nginx proxy_cache vs Varnish, side by side on 127.0.0.1 (see run.sh).
+
+Each proxy is pinned to PROXY_CPU, wrk and the origin to LOAD_CPU. For every object size and
+proxy: RUNS runs of DURATION seconds with CONNECTIONS connections against a warm (cached)
+object; the proxy's CPU time comes from /proc. The table shows medians.
+"""
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EDGE_BIN = os.environ["EDGE_BIN"]
+RUNS = int(os.environ.get("RUNS", "3"))
+DURATION = int(os.environ.get("DURATION", "10"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
+PROXY_CPU = os.environ.get("PROXY_CPU", "0")
+LOAD_CPU = os.environ.get("LOAD_CPU", "1")
+SIZES = [int(s) for s in os.environ.get("SIZES", "1024 16384 262144 4194304").split()]
+CACHE_BYTES = 256 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, limit=20):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port} within {limit}s")
+
+
+def descendants(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def pinned(cpu, argv, log, env=None):
+    return subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=log, stderr=log, env=env, start_new_session=True)
+
+
+class Proxy:
+    def __init__(self, name, port, process):
+        self.name, self.port, self.process = name, port, process
+
+    def pids(self):
+        return descendants(self.process.pid)
+
+
+def start_all(work, origin_port):
+    logs = open(os.path.join(work, "proxies.log"), "w")
+    proxies = []
+
+    edge_port, admin_port = free_port(), free_port()
+    with open(os.path.join(work, "token"), "w") as f:
+        f.write("bench-token\n")
+    with open(os.path.join(work, "edge.yaml"), "w") as f:
+        f.write(f"""distribution: bench
+region: bench
+listen: {{data: "127.0.0.1:{edge_port}", admin: "127.0.0.1:{admin_port}"}}
+origins:
+  - http: {{id: origin, url: "http://127.0.0.1:{origin_port}"}}
+defaultBehavior: {{targetOrigin: origin}}
+cache: {{memoryBytes: {CACHE_BYTES}, maxObjectBytes: {16 << 20}}}
+admin: {{tokenFile: "{work}/token"}}
+""")
+    env = dict(os.environ, RUST_LOG="warn")
+    proxies.append(Proxy("edgefleet", edge_port, pinned(PROXY_CPU, [EDGE_BIN, "--config", f"{work}/edge.yaml"], logs, env)))
+
+    nginx_port = free_port()
+    os.makedirs(f"{work}/nginx-tmp", exist_ok=True)
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(f"""user root;
+daemon off;
+master_process on;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    client_body_temp_path {work}/nginx-tmp;
+    proxy_temp_path {work}/nginx-tmp;
+    fastcgi_temp_path {work}/nginx-tmp;
+    uwsgi_temp_path {work}/nginx-tmp;
+    scgi_temp_path {work}/nginx-tmp;
+    proxy_cache_path {work}/nginx-cache levels=1:2 keys_zone=edge:32m max_size={CACHE_BYTES} inactive=1h use_temp_path=off;
+    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{nginx_port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10s;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache-Status $upstream_cache_status;
+        }}
+    }}
+}}
+""")
+    proxies.append(Proxy("nginx", nginx_port, pinned(PROXY_CPU, ["nginx", "-c", f"{work}/nginx.conf", "-p", work], logs)))
+
+    varnish_port = free_port()
+    varnish_dir = f"{work}/varnish"
+    proxies.append(Proxy("varnish", varnish_port, pinned(PROXY_CPU, [
+        "varnishd", "-F", "-n", varnish_dir,
+        "-a", f"127.0.0.1:{varnish_port}",
+        "-b", f"127.0.0.1:{origin_port}",
+        "-s", f"malloc,{CACHE_BYTES >> 20}m",
+        "-p", "thread_pools=1",
+    ], logs)))
+    for p in proxies:
+        wait_port(p.port, p.name)
+    return proxies
+
+
+def get(port, path, headers=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def is_hit(name, headers):
+    if name == "edgefleet":
+        return headers.get("X-Cache", "").startswith("Hit")
+    if name == "nginx":
+        return headers.get("X-Cache-Status") == "HIT"
+    return len(headers.get("X-Varnish", "").split()) == 2
+
+
+def unit(value, suffix):
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+    return float(value) * scale[suffix]
+
+
+def wrk(port, path):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict((p, unit(v, s)) for p, v, s in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors or "Socket errors" in out:
+        print(f"  warning: wrk reported errors against port {port}:\n{out}", file=sys.stderr)
+    return {"requests": requests, "rps": rps, "p50": lat.get("50"), "p99": lat.get("99")}
+
+
+async def cold_burst(port, path, n=1000):
+    async def one():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        return data.split(b" ", 2)[1] if data else b"-"
+
+    results = await asyncio.gather(*[one() for _ in range(n)])
+    return sum(1 for r in results if r == b"200")
+
+
+def origin_count(origin_port, path):
+    _, _, body = get(origin_port, "/__count")
+    return json.loads(body).get(path, 0)
+
+
+def human(size):
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="edgefleet-bench-")
+    origin_port = free_port()
+    origin = pinned(LOAD_CPU, [sys.executable, os.path.join(HERE, "origin.py"), str(origin_port)], open(os.devnull, "w"))
+    proxies = []
+    try:
+        wait_port(origin_port, "origin")
+        proxies = start_all(work, origin_port)
+        print(f"proxies on CPU {PROXY_CPU}, wrk and origin on CPU {LOAD_CPU}; {RUNS} runs x {DURATION}s, {CONNECTIONS} connections; medians\n")
+
+        print("cold: 1000 concurrent requests for one uncached object (origin answers after 500 ms)")
+        for p in proxies:
+            path = f"/cold-{p.name}"
+            ok = asyncio.run(cold_burst(p.port, path))
+            print(f"  {p.name:10} {ok:4}/1000 answered 200, origin requests: {origin_count(origin_port, path)}")
+        print()
+
+        results = {}
+        for size in SIZES:
+            path = f"/obj-{size}"
+            for p in proxies:
+                for _ in range(3):
+                    status, headers, body = get(p.port, path)
+                    assert status == 200 and len(body) == size, (p.name, status, len(body))
+                if not is_hit(p.name, headers):
+                    print(f"  warning: {p.name} is not serving {path} from cache: {headers}", file=sys.stderr)
+            for p in proxies:
+                runs = []
+                for _ in range(RUNS):
+                    pids = p.pids()
+                    before = cpu_seconds(pids)
+                    r = wrk(p.port, path)
+                    r["cpu"] = cpu_seconds(pids) - before
+                    r["per_cpu"] = r["requests"] / r["cpu"] if r["cpu"] > 0 else float("nan")
+                    r["mib_s"] = r["rps"] * size / (1 << 20)
+                    runs.append(r)
+                med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "per_cpu", "mib_s", "p50", "p99")}
+                med["rss"] = peak_rss_mib(p.pids())
+                results[(size, p.name)] = med
+
+        header = f"| {'object':7} | {'proxy':9} | {'req/s':>9} | {'req/CPU-s':>9} | {'MiB/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MiB':>12} |"
+        print(header)
+        print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+        for size in SIZES:
+            for p in proxies:
+                m = results[(size, p.name)]
+                print(f"| {human(size):7} | {p.name:9} | {m['rps']:9.0f} | {m['per_cpu']:9.0f} | {m['mib_s']:8.1f} | {m['p50']:7.2f} | {m['p99']:7.2f} | {m['rss']:12.1f} |")
+        print()
+        print("| object  | edge/nginx req/CPU-s | edge/Varnish req/CPU-s | edge/nginx MiB/s | edge/Varnish MiB/s | edge p99 / nginx p99 |")
+        print("|---------|----------------------|------------------------|------------------|--------------------|----------------------|")
+        for size in SIZES:
+            e, n, v = (results[(size, x)] for x in ("edgefleet", "nginx", "varnish"))
+            print(f"| {human(size):7} | {e['per_cpu'] / n['per_cpu']:20.2f} | {e['per_cpu'] / v['per_cpu']:22.2f} | {e['mib_s'] / n['mib_s']:16.2f} | {e['mib_s'] / v['mib_s']:18.2f} | {e['p99'] / n['p99']:20.2f} |")
+        print(f"\nedge RSS limit target: cache {CACHE_BYTES >> 20} MiB + 32 MiB; peak {max(results[(s, 'edgefleet')]['rss'] for s in SIZES):.1f} MiB")
+    finally:
+        for p in proxies:
+            try:
+                os.killpg(p.process.pid, signal.SIGTERM)
+                p.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(p.process.pid, signal.SIGKILL)
+        os.killpg(origin.pid, signal.SIGTERM)
+        origin.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
