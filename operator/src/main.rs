@@ -35,29 +35,47 @@ enum Command {
     },
 }
 
+/// Flags of `run`; global, so they may come before or after the subcommand.
 #[derive(clap::Args)]
 struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "EDGEFLEET_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFLEET_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     metrics_addr: SocketAddr,
     /// Log filter, e.g. `info` or `edgefleet_operator=debug`.
-    #[arg(long, env = "EDGEFLEET_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "EDGEFLEET_LOG_LEVEL", default_value = "info")]
     log_level: String,
     /// Log format.
-    #[arg(long, env = "EDGEFLEET_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFLEET_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     /// Take the leader Lease before reconciling, so that only one replica writes.
-    #[arg(long, env = "EDGEFLEET_LEADER_ELECT", default_value_t = false)]
+    #[arg(long, global = true, env = "EDGEFLEET_LEADER_ELECT", default_value_t = false)]
     leader_elect: bool,
     /// Namespace of the leader Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "edgefleet-system")]
+    #[arg(
+        long,
+        global = true,
+        env = "POD_NAMESPACE",
+        default_value = "edgefleet-system"
+    )]
     lease_namespace: String,
     /// This replica's name, in the Lease and in Events.
-    #[arg(long, env = "POD_NAME", default_value = "edgefleet-operator")]
+    #[arg(long, global = true, env = "POD_NAME", default_value = "edgefleet-operator")]
     identity: String,
     /// Node label holding the region name.
     #[arg(
         long,
+        global = true,
         env = "EDGEFLEET_REGION_LABEL",
         default_value = "topology.kubernetes.io/region"
     )]
@@ -65,6 +83,7 @@ struct RunArgs {
     /// Node label holding the zone name.
     #[arg(
         long,
+        global = true,
         env = "EDGEFLEET_ZONE_LABEL",
         default_value = "topology.kubernetes.io/zone"
     )]
@@ -72,10 +91,14 @@ struct RunArgs {
     /// Edge image used unless a Distribution names its own.
     #[arg(
         long,
+        global = true,
         env = "EDGEFLEET_EDGE_IMAGE",
         default_value = "ghcr.io/edgefleet/edge:0.1.0"
     )]
     edge_image: String,
+    /// Reconcile only the Distributions and Invalidations of this namespace (default: all).
+    #[arg(long, global = true, env = "EDGEFLEET_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 }
 
 const LEASE_NAME: &str = "edgefleet-operator-leader";
@@ -152,12 +175,10 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         zone_label: args.zone_label,
         edge_image: args.edge_image,
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        settings,
-        args.identity.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), settings, args.identity.clone())
+            .watching(args.watch_namespace.filter(|ns| !ns.is_empty())),
+    );
 
     let result = if args.leader_elect {
         let lease = LeaseManagerBuilder::new(client, LEASE_NAME)

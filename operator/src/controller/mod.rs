@@ -36,6 +36,8 @@ pub struct Context {
     pub settings: Settings,
     /// Per-object retry delays after failures.
     pub backoff: Backoff,
+    /// The one namespace reconciled, or `None` for all of them.
+    pub watch_namespace: Option<String>,
 }
 
 impl Context {
@@ -51,7 +53,14 @@ impl Context {
             metrics,
             settings,
             backoff: Backoff::default(),
+            watch_namespace: None,
         }
+    }
+
+    /// Limits the operator to one namespace's Distributions and Invalidations (`None`: all).
+    pub fn watching(mut self, namespace: Option<String>) -> Self {
+        self.watch_namespace = namespace;
+        self
     }
 }
 
@@ -72,7 +81,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> crate::Result<()> {
-    let (stores, triggers) = stores::Stores::new(&ctx.client, &ctx.settings);
+    let (stores, triggers) = stores::Stores::new(&ctx.client, &ctx.settings, ctx.watch_namespace.as_deref());
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))

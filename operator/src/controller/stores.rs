@@ -69,17 +69,35 @@ pub(super) struct FleetTriggers {
     pub(super) referenced_secrets: Trigger<PartialObjectMeta<Secret>>,
 }
 
+/// All `K` objects, or those of `namespace`.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// A cache of `K` objects carrying the operator's `managed-by` label, without their
 /// `managedFields` (often bigger than the object itself and never read here).
-fn owned<K>(client: &Client) -> (Store<K>, Trigger<K>)
+fn owned<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, Trigger<K>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default()
         .labels(names::MANAGED_SELECTOR)
         .any_semantic();
-    let stream = watcher(Api::<K>::all(client.clone()), config)
+    let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
         .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)
@@ -90,10 +108,11 @@ where
 
 impl Stores {
     /// Builds every cache and the watch streams that fill them.
-    pub(super) fn new(client: &Client, settings: &Settings) -> (Stores, Triggers) {
+    /// Nodes are always watched cluster-wide; everything else in `namespace` only, when given.
+    pub(super) fn new(client: &Client, settings: &Settings, namespace: Option<&str>) -> (Stores, Triggers) {
         let (distributions, dist_writer) = reflector::store();
         let dist_stream = watcher(
-            Api::<Distribution>::all(client.clone()),
+            scoped::<Distribution>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
         .default_backoff()
@@ -106,7 +125,7 @@ impl Stores {
 
         let (invalidations, inval_writer) = reflector::store();
         let inval_stream = watcher(
-            Api::<Invalidation>::all(client.clone()),
+            scoped::<Invalidation>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
         .default_backoff()
@@ -132,7 +151,7 @@ impl Stores {
         .boxed();
 
         let referenced_secrets = watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            scoped::<PartialObjectMeta<Secret>>(client, namespace),
             watcher::Config::default().any_semantic(),
         )
         .default_backoff()
@@ -140,14 +159,14 @@ impl Stores {
         .predicate_filter(kube::runtime::predicates::resource_version, Default::default())
         .boxed();
 
-        let (service_accounts, sa_stream) = owned(client);
-        let (roles, role_stream) = owned(client);
-        let (role_bindings, binding_stream) = owned(client);
-        let (secrets, secret_stream) = owned(client);
-        let (config_maps, cm_stream) = owned(client);
-        let (services, svc_stream) = owned(client);
-        let (disruption_budgets, pdb_stream) = owned(client);
-        let (deployments, deploy_stream) = owned(client);
+        let (service_accounts, sa_stream) = owned(client, namespace);
+        let (roles, role_stream) = owned(client, namespace);
+        let (role_bindings, binding_stream) = owned(client, namespace);
+        let (secrets, secret_stream) = owned(client, namespace);
+        let (config_maps, cm_stream) = owned(client, namespace);
+        let (services, svc_stream) = owned(client, namespace);
+        let (disruption_budgets, pdb_stream) = owned(client, namespace);
+        let (deployments, deploy_stream) = owned(client, namespace);
         (
             Stores {
                 distributions,

@@ -202,9 +202,7 @@ mod tests {
         };
         assert_eq!(
             s3.access_key_id_file.as_deref(),
-            Some(std::path::Path::new(
-                "/etc/edgefleet/secrets/origin-bucket-access-key-id"
-            ))
+            Some(std::path::Path::new("origin-bucket-access-key-id"))
         );
         assert_eq!(config.region, None, "the region comes from EDGEFLEET_REGION");
         assert_eq!(config.behaviors[0].min_ttl, 3600);

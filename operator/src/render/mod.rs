@@ -22,6 +22,7 @@ use kube::Resource;
 
 pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, edge_config};
 pub use secrets::S3Credentials;
+pub use workload::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV};
 
 use crate::api::{Distribution, EdgeSpec};
 
@@ -462,7 +463,7 @@ pub(crate) mod tests {
         for secret in ["tok3n-value", "AKIDEXAMPLE", "s3cr3t-access"] {
             assert!(!yaml.contains(secret), "{yaml}");
         }
-        assert!(yaml.contains("/etc/edgefleet/secrets/admin-token"), "{yaml}");
+        assert!(yaml.contains("tokenFile: admin-token"), "{yaml}");
         let mut rotated = inputs();
         rotated.admin_token = "other".into();
         let after = render(&example(), &settings(), &rotated).expect("renders");

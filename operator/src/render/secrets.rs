@@ -1,6 +1,10 @@
 //! The edge Secret: the fleet's admin token and the origin credentials copied from the Secrets a
 //! Distribution references. The edges read each value from a file under [`MOUNT_PATH`], and
 //! notice when the kubelet updates a file (a rotated credential) without a restart.
+//!
+//! The configuration names these files relative to the edge's working directory, which is the
+//! mount: the shared configuration then says nothing about the pod's file layout, and whatever
+//! runs the container decides where the mount is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +30,10 @@ pub fn secret_access_key_key(origin: &str) -> String {
     format!("origin-{origin}-secret-access-key")
 }
 
-/// Path, inside an edge container, of the file holding `key` of the edge Secret.
+/// Path of the file holding `key` of the edge Secret, relative to the edge's working directory
+/// ([`MOUNT_PATH`]).
 pub fn file(key: &str) -> PathBuf {
-    PathBuf::from(MOUNT_PATH).join(key)
+    PathBuf::from(key)
 }
 
 /// An S3 access key pair, copied from a referenced Secret.

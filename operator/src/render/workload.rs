@@ -23,6 +23,10 @@ use crate::api::{Distribution, Region};
 const EDGE_UID: i64 = 65532;
 /// Node label every node carries with its own name.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The edge's data listen address, overriding the configuration's `listen.data`.
+pub const LISTEN_DATA_ENV: &str = "EDGEFLEET_LISTEN_DATA";
+/// The edge's admin listen address, overriding the configuration's `listen.admin`.
+pub const LISTEN_ADMIN_ENV: &str = "EDGEFLEET_LISTEN_ADMIN";
 /// Memory an edge needs besides its cache when `spec.edge.resources` is not given.
 const MIN_OVERHEAD_BYTES: u64 = 64 << 20;
 
@@ -265,15 +269,19 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
     Container {
         name: "edge".to_owned(),
         image: Some(pod.image.clone()),
+        // The configuration names the secret files relative to this directory.
+        working_dir: Some(secrets::MOUNT_PATH.to_owned()),
         args: Some(vec![
             "--config-map".to_owned(),
             format!("{namespace}/{}", names::config_map(name)),
         ]),
-        env: Some(vec![EnvVar {
-            name: edgefleet_config::REGION_ENV.to_owned(),
-            value: Some(region.name.clone()),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![
+            env(edgefleet_config::REGION_ENV, region.name.clone()),
+            // Listen addresses belong to the pod (they match its ports and change only with a
+            // restart), so they are set here rather than in the shared, hot-reloaded config.
+            env(LISTEN_DATA_ENV, pod.listen.data.to_string()),
+            env(LISTEN_ADMIN_ENV, pod.listen.admin.to_string()),
+        ]),
         ports: Some(vec![
             port("http", pod.listen.data.port()),
             port("admin", pod.listen.admin.port()),
@@ -293,6 +301,14 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
         }),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+fn env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value),
+        ..EnvVar::default()
     }
 }
 
