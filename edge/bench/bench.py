@@ -184,11 +184,12 @@ def get(port, path, headers=None):
 
 
 def is_hit(name, headers):
+    headers = {k.lower(): v for k, v in headers.items()}
     if name == "edgefleet":
-        return headers.get("X-Cache", "").startswith("Hit")
+        return headers.get("x-cache", "").startswith("Hit")
     if name == "nginx":
-        return headers.get("X-Cache-Status") == "HIT"
-    return len(headers.get("X-Varnish", "").split()) == 2
+        return headers.get("x-cache-status") == "HIT"
+    return len(headers.get("x-varnish", "").split()) == 2
 
 
 def unit(value, suffix):

@@ -363,20 +363,38 @@ impl Edge {
         Self::start_with(config, &[], None).await
     }
 
-    pub async fn start_with(mut config: Value, env: &[(&str, &str)], dir: Option<tempfile::TempDir>) -> Self {
+    pub async fn start_with(config: Value, env: &[(&str, &str)], dir: Option<tempfile::TempDir>) -> Self {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let (config, data, admin) = Self::prepare(config, &dir);
+        let config_path = dir.path().join("edge.yaml");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
+        let args = vec!["--config".to_owned(), config_path.to_string_lossy().into_owned()];
+        Self::spawn(&args, env, dir, data, admin).await
+    }
+
+    /// Fills in listen addresses and the admin token file (written into `dir`).
+    pub fn prepare(mut config: Value, dir: &tempfile::TempDir) -> (Value, SocketAddr, SocketAddr) {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
         let (data, admin) = (free_port(), free_port());
         config["listen"] = json!({"data": data.to_string(), "admin": admin.to_string()});
         config["admin"] = json!({"tokenFile": token_file});
+        (config, data, admin)
+    }
+
+    /// Starts the binary with `args` and waits until it is ready.
+    pub async fn spawn(
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        data: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
         let config_path = dir.path().join("edge.yaml");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
         let log = std::fs::File::create(dir.path().join("edge.log")).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgefleet-edge"));
         command
-            .arg("--config")
-            .arg(&config_path)
+            .args(args)
             .arg("--shutdown-timeout")
             .arg("5")
             .env("RUST_LOG", "edgefleet_edge=debug,info")

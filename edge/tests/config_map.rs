@@ -1,0 +1,107 @@
+//! `--config-map NAMESPACE/NAME`: the edge loads its configuration from a ConfigMap of a real
+//! Kubernetes API server (the project's local control plane) and follows changes to it without a
+//! restart and without emptying its cache.
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{Edge, Origin, Reply, base_config, eventually};
+use edgefleet_e2e::Cluster;
+use http::Method;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+fn config_map(name: &str, config: &Value) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            edgefleet_config::CONFIG_MAP_KEY.to_owned(),
+            serde_json::to_string_pretty(config).expect("json"),
+        )])),
+        ..Default::default()
+    }
+}
+
+async fn generation(edge: &Edge) -> u64 {
+    let status: Value =
+        serde_json::from_slice(&edge.admin(Method::GET, "/status", None).await.body).expect("json");
+    status["generation"].as_u64().expect("generation")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_follows_its_config_map() {
+    let cluster = Cluster::shared().await.expect("local control plane");
+    let namespace = cluster.fresh_namespace("edge-cm").await.expect("namespace");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.expect("client"), &namespace);
+
+    let origin = Origin::start().await;
+    origin.route("/page", Reply::ok("page"));
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, data, admin) = Edge::prepare(base_config(&origin.url()), &dir);
+    api.create(&PostParams::default(), &config_map("edge", &config))
+        .await
+        .expect("create ConfigMap");
+
+    let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
+    let args = vec!["--config-map".to_owned(), format!("{namespace}/edge")];
+    let edge = Edge::spawn(
+        &args,
+        &[("KUBECONFIG", &kubeconfig), ("EDGEFLEET_REGION", "eu-west")],
+        dir,
+        data,
+        admin,
+    )
+    .await;
+    let first = edge.get("/page").await;
+    assert_eq!(first.text(), "page");
+    assert_eq!(first.header("x-edge-location"), "eu-west");
+    assert!(edge.get("/page").await.x_cache().starts_with("Hit"));
+    let start = generation(&edge).await;
+
+    // A TTL change reaches the running edge; the cache stays warm and the new TTL applies.
+    let mut changed = config.clone();
+    changed["defaultBehavior"]["defaultTtl"] = json!(1);
+    let patch = Patch::Apply(config_map("edge", &changed));
+    api.patch("edge", &PatchParams::apply("edge-test").force(), &patch)
+        .await
+        .expect("patch");
+    eventually(
+        Duration::from_secs(5),
+        "the ConfigMap change is applied",
+        async || generation(&edge).await > start,
+    )
+    .await;
+    assert!(edge.get("/page").await.x_cache().starts_with("Hit"), "cache kept");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    edge.get("/page").await;
+    assert_eq!(origin.hits("/page"), 2, "the new default TTL expired the object");
+
+    // A broken configuration is refused; the edge keeps serving with the last good one.
+    let applied = generation(&edge).await;
+    let mut broken = changed.clone();
+    broken["defaultBehavior"]["targetOrigin"] = json!("nowhere");
+    let patch = Patch::Apply(config_map("edge", &broken));
+    api.patch("edge", &PatchParams::apply("edge-test").force(), &patch)
+        .await
+        .expect("patch");
+    eventually(
+        Duration::from_secs(5),
+        "the broken config is rejected",
+        async || {
+            edge.metric("edgefleet_edge_config_reloads_total{result=\"rejected\"}")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(generation(&edge).await, applied);
+    assert_eq!(edge.get("/page").await.status, 200);
+}
