@@ -27,6 +27,8 @@ pub(crate) enum Error {
     },
     #[error("disk tier: {0}")]
     DiskTier(String),
+    #[error("give --config FILE or --config-map NAMESPACE/NAME")]
+    NoSource,
     #[error("--config-map must be NAMESPACE/NAME, got {0:?}")]
     ConfigMapName(String),
     #[error("ConfigMap {name}: {reason}")]

@@ -57,6 +57,12 @@ struct Cli {
     /// Region served (sent as X-Edge-Location); overrides the configuration's `region`.
     #[arg(long, env = edgefleet_config::REGION_ENV)]
     region: Option<String>,
+    /// Data port address; overrides the configuration's `listen.data` (takes effect at start).
+    #[arg(long, env = edgefleet_config::LISTEN_DATA_ENV, value_name = "ADDR")]
+    listen_data: Option<std::net::SocketAddr>,
+    /// Admin port address; overrides the configuration's `listen.admin` (takes effect at start).
+    #[arg(long, env = edgefleet_config::LISTEN_ADMIN_ENV, value_name = "ADDR")]
+    listen_admin: Option<std::net::SocketAddr>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 25, value_name = "SECONDS")]
     shutdown_timeout: u64,
@@ -99,12 +105,14 @@ async fn run(cli: Cli) -> Result<()> {
     let source = match (&cli.config, &cli.config_map) {
         (Some(file), _) => Source::File(file.clone()),
         (None, Some(spec)) => Source::config_map(spec).await?,
-        (None, None) => unreachable!("clap requires --config or --config-map"),
+        (None, None) => return Err(error::Error::NoSource),
     };
     let loader = Loader::new(source, cli.region.clone());
     let config = loader.source.read().await?;
     let runtime = loader.compile(config, None)?;
-    let listen = runtime.config.listen.clone();
+    let mut listen = runtime.config.listen.clone();
+    listen.data = cli.listen_data.unwrap_or(listen.data);
+    listen.admin = cli.listen_admin.unwrap_or(listen.admin);
     let store = Store::open(&runtime.config.cache).await?;
     let metrics = Metrics::new();
     let edge = Arc::new(Edge::new(runtime, Cache::new(store), metrics));

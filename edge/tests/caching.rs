@@ -248,3 +248,20 @@ async fn set_cookie_is_dropped_unless_cookies_are_keyed() {
     assert!(!edge.get("/login").await.headers.contains_key("set-cookie"));
     assert!(!edge.get("/login").await.headers.contains_key("set-cookie"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ordered_catch_all_behavior_matches_everything() {
+    let origin = Origin::start().await;
+    origin.route("/any/path", Reply::ok("x"));
+    let mut config = base_config(&origin.url());
+    config["behaviors"] =
+        json!([{"pathPattern": "*", "targetOrigin": "origin", "defaultTtl": 0, "maxTtl": 0}]);
+    let edge = Edge::start(config).await;
+    edge.get("/any/path").await;
+    edge.get("/any/path").await;
+    assert_eq!(
+        origin.hits("/any/path"),
+        2,
+        "the `*` behavior (TTL 0) wins over the default"
+    );
+}

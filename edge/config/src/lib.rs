@@ -27,6 +27,11 @@ pub const CONFIG_MAP_KEY: &str = "edge.yaml";
 /// The environment variable that overrides [`EdgeConfig::region`] (set by the operator from the
 /// pod's region).
 pub const REGION_ENV: &str = "EDGEFLEET_REGION";
+/// Environment variable overriding `listen.data`: the operator sets it from the pod, since every
+/// pod of a Distribution shares one rendered configuration.
+pub const LISTEN_DATA_ENV: &str = "EDGEFLEET_LISTEN_DATA";
+/// Environment variable overriding `listen.admin` (see [`LISTEN_DATA_ENV`]).
+pub const LISTEN_ADMIN_ENV: &str = "EDGEFLEET_LISTEN_ADMIN";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -31,11 +31,7 @@ impl Behavior {
             KeyList::All | KeyList::None => false,
         };
         Self {
-            pattern: config
-                .path_pattern
-                .as_deref()
-                .filter(|p| *p != "*")
-                .map(PathPattern::new),
+            pattern: config.path_pattern.as_deref().map(PathPattern::new),
             config: config.clone(),
             ttl: TtlPolicy {
                 min: config.min_ttl,
@@ -80,8 +76,9 @@ pub(crate) struct Runtime {
     pub(crate) location: HeaderValue,
     pub(crate) via: HeaderValue,
     aliases: Vec<Alias>,
-    /// Ordered behaviors, then the default behavior last.
+    /// Ordered behaviors.
     behaviors: Vec<Behavior>,
+    default_behavior: Behavior,
     pub(crate) origins: Origins,
     pub(crate) error_responses: HashMap<u16, ErrorResponse>,
     pub(crate) default_root_object: Option<String>,
@@ -115,10 +112,9 @@ impl Runtime {
                 None => Alias::Exact(a.clone()),
             })
             .collect();
-        let mut behaviors: Vec<Behavior> = config.behaviors.iter().map(Behavior::new).collect();
-        let mut default = Behavior::new(&config.default_behavior);
-        default.pattern = None;
-        behaviors.push(default);
+        let behaviors: Vec<Behavior> = config.behaviors.iter().map(Behavior::new).collect();
+        let mut default_behavior = Behavior::new(&config.default_behavior);
+        default_behavior.pattern = None;
         let admin_token = read_token(&config.admin.token_file)?;
         Ok(Self {
             generation,
@@ -127,6 +123,7 @@ impl Runtime {
             via,
             aliases,
             behaviors,
+            default_behavior,
             origins,
             error_responses: config
                 .error_responses
@@ -157,8 +154,8 @@ impl Runtime {
     pub(crate) fn behavior_for(&self, path: &str) -> &Behavior {
         self.behaviors
             .iter()
-            .find(|b| b.pattern.as_ref().is_none_or(|p| p.matches(path)))
-            .unwrap_or_else(|| &self.behaviors[self.behaviors.len() - 1])
+            .find(|b| b.pattern.as_ref().is_some_and(|p| p.matches(path)))
+            .unwrap_or(&self.default_behavior)
     }
 }
 
