@@ -22,7 +22,6 @@ use kube::Resource;
 
 pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, edge_config};
 pub use secrets::S3Credentials;
-pub use workload::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV};
 
 use crate::api::{Distribution, EdgeSpec};
 

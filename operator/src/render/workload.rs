@@ -23,10 +23,7 @@ use crate::api::{Distribution, Region};
 const EDGE_UID: i64 = 65532;
 /// Node label every node carries with its own name.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-/// The edge's data listen address, overriding the configuration's `listen.data`.
-pub const LISTEN_DATA_ENV: &str = "EDGEFLEET_LISTEN_DATA";
-/// The edge's admin listen address, overriding the configuration's `listen.admin`.
-pub const LISTEN_ADMIN_ENV: &str = "EDGEFLEET_LISTEN_ADMIN";
+use edgefleet_config::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV};
 /// Memory an edge needs besides its cache when `spec.edge.resources` is not given.
 const MIN_OVERHEAD_BYTES: u64 = 64 << 20;
 
