@@ -591,3 +591,62 @@ async fn removing_a_region_deletes_its_objects_and_deleting_the_distribution_del
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
 }
+
+#[tokio::test]
+async fn invalidations_fail_without_their_distribution_and_never_run_twice() {
+    let fleet = Fleet::start("inval").await;
+    let invalidation = |name: &str, distribution: &str| {
+        json!({
+            "apiVersion": "edgefleet.io/v1alpha1",
+            "kind": "Invalidation",
+            "metadata": {"name": name},
+            "spec": {"distribution": distribution, "paths": ["/index.html", "/assets/*"]}
+        })
+        .to_string()
+    };
+    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Invalidation");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        fleet.client.clone(),
+        &fleet.ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "invalidations"),
+    );
+    let phase = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            let inval = api.get(name).await?;
+            Ok::<_, edgefleet_e2e::Error>(inval.data["status"]["phase"].as_str().map(str::to_owned))
+        }
+    };
+
+    fleet.kubectl_apply(&invalidation("orphan", "nowhere")).await;
+    wait_for("the orphan Invalidation to fail", CONVERGE, || async {
+        Ok(phase("orphan").await?.filter(|p| p == "Failed"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    let failed = api.get("orphan").await.expect("invalidation");
+    let message = failed.data["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"nowhere\" does not exist"), "{message}");
+
+    // A Distribution with no edges running: nothing holds the paths, so it completes at once.
+    fleet
+        .kubectl_apply(&http_distribution("site", &[("eu-west", 0)]))
+        .await;
+    fleet
+        .wait_condition("site", "Ready", "True", "AllRegionsReady")
+        .await;
+    fleet.kubectl_apply(&invalidation("release-1", "site")).await;
+    wait_for("the Invalidation to complete", CONVERGE, || async {
+        Ok(phase("release-1").await?.filter(|p| p == "Completed"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    let done = api.get("release-1").await.expect("invalidation");
+    assert_eq!(done.data["status"]["edgesTotal"], 0);
+    assert!(done.data["status"]["completionTime"].is_string());
+
+    // Re-applying the manifest (a GitOps sync) is accepted and leaves the result alone.
+    fleet.kubectl_apply(&invalidation("release-1", "site")).await;
+    let again = api.get("release-1").await.expect("invalidation");
+    assert_eq!(again.data["status"], done.data["status"]);
+}
