@@ -103,10 +103,12 @@ pub async fn run(
     Ok(())
 }
 
-/// `namespace/name` of an object, for logs and backoff keys.
-fn object_key<K: kube::Resource>(obj: &K) -> String {
+/// `Kind/namespace/name` of an object, for logs and backoff keys (an Invalidation may share its
+/// Distribution's name).
+fn object_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
-        "{}/{}",
+        "{}/{}/{}",
+        K::kind(&()),
         obj.meta().namespace.as_deref().unwrap_or_default(),
         obj.meta().name.as_deref().unwrap_or_default()
     )
