@@ -249,7 +249,7 @@ pub(crate) async fn run(
     drop(landing);
 }
 
-fn store(edge: &Edge, flight: &Flight, job: &FillJob, shared: &SharedResponse, bytes: bytes::Bytes) {
+fn store(edge: &Edge, flight: &Arc<Flight>, job: &FillJob, shared: &SharedResponse, bytes: bytes::Bytes) {
     let response_time = shared.stored.stored_at;
     let object = Arc::new(shared.object(bytes));
     let mut entries = Vec::with_capacity(2);
@@ -264,7 +264,11 @@ fn store(edge: &Edge, flight: &Flight, job: &FillJob, shared: &SharedResponse, b
         ));
     }
     entries.push((shared.stored_key.clone(), Entry::Object(object)));
-    if !edge.cache.store_fill(flight, entries) {
+    if edge.cache.store_fill(flight, entries) {
+        // From now on the store answers: a request arriving before this fill's viewers have
+        // finished reading is a Hit, not a follower of a fill that is already complete.
+        edge.cache.flights.land(flight);
+    } else {
         tracing::debug!(key = %job.primary, "purged while filling; not stored");
     }
 }
