@@ -21,6 +21,9 @@ pub use crate::render::Settings;
 use crate::telemetry::Metrics;
 pub use backoff::Backoff;
 
+/// How long in-flight passes get to finish once shutdown begins (the chart's pods get 30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// The field manager every server-side apply of this operator uses.
 pub const FIELD_MANAGER: &str = "edgefleet-operator";
 
@@ -97,9 +100,18 @@ pub async fn run(
     });
     let distributions = distribution::controller(state.clone(), triggers.fleet, shutdown.clone())
         .for_each(|_| futures::future::ready(()));
-    let invalidations = invalidation::controller(state, triggers.invalidations, shutdown)
+    let invalidations = invalidation::controller(state, triggers.invalidations, shutdown.clone())
         .for_each(|_| futures::future::ready(()));
-    futures::join!(distributions, invalidations);
+    // A controller whose caches never filled (the API server unreachable) waits for them even
+    // after shutdown began; give in-flight passes a bounded time, inside the pod's grace period.
+    let overdue = async {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = async { futures::join!(distributions, invalidations) } => {}
+        _ = overdue => tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; exiting anyway"),
+    }
     Ok(())
 }
 
