@@ -259,17 +259,19 @@ def main():
                     assert status == 200 and len(body) == size, (p.name, status, len(body))
                 if not is_hit(p.name, headers):
                     print(f"  warning: {p.name} is not serving {path} from cache: {headers}", file=sys.stderr)
-            for p in proxies:
-                runs = []
-                for _ in range(RUNS):
+            # Runs are interleaved across proxies so that background noise spreads evenly.
+            runs = {p.name: [] for p in proxies}
+            for _ in range(RUNS):
+                for p in proxies:
                     pids = p.pids()
                     before = cpu_seconds(pids)
                     r = wrk(p.port, path)
                     r["cpu"] = cpu_seconds(pids) - before
                     r["per_cpu"] = r["requests"] / r["cpu"] if r["cpu"] > 0 else float("nan")
                     r["mib_s"] = r["rps"] * size / (1 << 20)
-                    runs.append(r)
-                med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "per_cpu", "mib_s", "p50", "p99")}
+                    runs[p.name].append(r)
+            for p in proxies:
+                med = {k: statistics.median(r[k] for r in runs[p.name]) for k in ("rps", "per_cpu", "mib_s", "p50", "p99")}
                 med["rss"] = peak_rss_mib(p.pids())
                 results[(size, p.name)] = med
 

@@ -352,7 +352,11 @@ async fn serve_object(ctx: &Ctx<'_>, object: Arc<CachedObject>, key: &str, cache
 async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>, reader: Option<BodyReader>) -> Served {
     let compressible = ctx.behavior.config.compress
         && compress::compressible(shared.status, &shared.headers, shared.content_length);
-    if compressible && encoding_for(ctx).is_some() {
+    // Only objects the cache keeps get a stored compressed variant.
+    let kept = shared
+        .content_length
+        .is_some_and(|len| len <= ctx.runtime.max_object_bytes);
+    if compressible && kept && encoding_for(ctx).is_some() {
         // Compression needs the whole body (at most 10 MB by the rule above): wait for it.
         return match complete(&shared, reader).await {
             Some(object) => serve_object(ctx, Arc::new(object), &shared.stored_key, CacheResult::Miss).await,
