@@ -360,6 +360,35 @@ async fn the_example_becomes_ready_regional_fleets_of_real_edges() {
         "the shield is configured and no credential is in the ConfigMap:\n{yaml}"
     );
 
+    // A purge reaches every ready edge through its admin API, with the fleet's token.
+    fleet
+        .kubectl(&[
+            "apply",
+            "-f",
+            &repo("examples/invalidation.yaml").to_string_lossy(),
+        ])
+        .await;
+    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Invalidation");
+    let invalidations: Api<DynamicObject> = Api::namespaced_with(
+        fleet.client.clone(),
+        &fleet.ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "invalidations"),
+    );
+    let status = wait_for("the Invalidation to complete on every edge", CONVERGE, || async {
+        let inval = invalidations.get("site-release-2026-11-25").await?;
+        let status = inval.data["status"].clone();
+        Ok((status["phase"] == "Completed").then_some(status))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    assert_eq!(
+        (
+            status["edgesAcknowledged"].as_i64(),
+            status["edgesTotal"].as_i64()
+        ),
+        (Some(6), Some(6))
+    );
+
     assert!(
         !fleet.operator.log().contains("forbidden"),
         "the chart's RBAC refused the operator something:\n{}",
