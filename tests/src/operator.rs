@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::binaries::workspace_binary;
 use crate::cluster::Cluster;
@@ -137,7 +137,7 @@ impl Operator {
         let log_err = log_file
             .try_clone()
             .context(|| "cannot duplicate the log handle".to_owned())?;
-        let child = Command::new(&binary)
+        let child = crate::process::command_dying_with_parent(&binary)
             .arg("run")
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)

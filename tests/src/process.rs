@@ -100,3 +100,26 @@ pub fn free_port() -> Result<u16> {
         .port();
     Ok(port)
 }
+
+/// A command for `program` that the kernel kills (SIGKILL) when the thread that started it dies,
+/// through `setpriv --pdeathsig` where it is installed: a test stopped without running destructors
+/// (a signal, a timeout) then leaves no process behind.
+pub fn command_dying_with_parent(program: &Path) -> Command {
+    static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    match SETPRIV.get_or_init(|| find_in_path("setpriv")) {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "SIGKILL", "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The first `program` on `PATH`.
+fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

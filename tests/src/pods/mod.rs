@@ -174,7 +174,6 @@ impl PodRunner {
             images: config.images.clone(),
             root: dir.clone(),
             http,
-            setpriv: find_in_path("setpriv"),
             api_server: api_server(cluster)?,
         });
 
@@ -283,13 +282,6 @@ fn api_server(cluster: &Cluster) -> Result<String> {
         what: format!("kubeconfig {}", path.display()),
         reason: "it names no cluster server".to_owned(),
     })
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 type BoxStream<T> = std::pin::Pin<Box<dyn Stream<Item = T> + Send>>;

@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -48,8 +48,6 @@ pub(crate) struct Shared {
     pub(crate) images: BTreeMap<String, PathBuf>,
     pub(crate) root: PathBuf,
     pub(crate) http: reqwest::Client,
-    /// `setpriv`, to have each process killed when the thread that started it dies.
-    pub(crate) setpriv: Option<PathBuf>,
     /// The API server's URL, for the processes' in-cluster access.
     pub(crate) api_server: String,
 }
@@ -503,7 +501,7 @@ impl Supervisor {
         for run in &mut self.runs {
             reap(run, &self.label);
             if run.child.is_none() && run.restart_at.is_some_and(|at| Instant::now() >= at) {
-                start(run, &self.shared, &self.label);
+                start(run, &self.label);
                 self.started |= run.child.is_some();
             }
             if run.child.is_some() && Instant::now() >= run.next_probe {
@@ -620,7 +618,7 @@ fn reap(run: &mut Run, label: &str) {
     run.backoff = (run.backoff * 2).min(MAX_RESTART_BACKOFF);
 }
 
-fn start(run: &mut Run, shared: &Shared, label: &str) {
+fn start(run: &mut Run, label: &str) {
     let plan = &run.plan;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -633,14 +631,7 @@ fn start(run: &mut Run, shared: &Shared, label: &str) {
             (Stdio::null(), Stdio::null())
         }
     };
-    let mut command = match &shared.setpriv {
-        Some(setpriv) => {
-            let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "SIGKILL", "--"]).arg(&plan.program);
-            command
-        }
-        None => Command::new(&plan.program),
-    };
+    let mut command = crate::process::command_dying_with_parent(&plan.program);
     command
         .args(&plan.args)
         .env_clear()
