@@ -40,6 +40,7 @@ pub const TEST_NAMESPACE_LABEL: &str = "edgefleet.io/e2e";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 
 static SHARED: OnceCell<Cluster> = OnceCell::const_new();
+static SIMULATED: OnceCell<Cluster> = OnceCell::const_new();
 static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running control plane and the tools to drive it.
@@ -55,10 +56,19 @@ pub struct Cluster {
 impl Cluster {
     /// The control plane shared by every test in this process, started on first use.
     pub async fn shared() -> Result<&'static Cluster> {
-        SHARED.get_or_try_init(Self::start_or_reuse).await
+        SHARED
+            .get_or_try_init(|| Self::start_or_reuse(Some(EXTERNAL_PODS_LABEL)))
+            .await
     }
 
-    async fn start_or_reuse() -> Result<Cluster> {
+    /// A control plane of this process where kwok simulates every pod, edge pods included, and
+    /// marks it Ready (no `--external-pods`): for load that no real process could carry, such as
+    /// the operator scale benchmark. Started on first use, separate from [`Cluster::shared`].
+    pub async fn simulated() -> Result<&'static Cluster> {
+        SIMULATED.get_or_try_init(|| Self::start_or_reuse(None)).await
+    }
+
+    async fn start_or_reuse(external_pods: Option<(&str, &str)>) -> Result<Cluster> {
         let kubectl = tool("kubectl").await?;
         let helm = tool("helm").await?;
         if let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV) {
@@ -69,7 +79,7 @@ impl Cluster {
                 dir: None,
             });
         }
-        let dir = start_control_plane().await?;
+        let dir = start_control_plane(external_pods).await?;
         Ok(Cluster {
             kubeconfig: dir.join("kubeconfig"),
             kubectl,
@@ -173,8 +183,9 @@ fn namespace_name(prefix: &str, pid: u32, n: u32) -> String {
     format!("{clean}-{pid}-{n}")
 }
 
-/// Starts `cluster.sh up` in a fresh directory and waits until it reports ready.
-async fn start_control_plane() -> Result<PathBuf> {
+/// Starts `cluster.sh up` in a fresh directory and waits until it reports ready. Pods labelled
+/// `external_pods` are left to a real process; without it kwok runs every pod.
+async fn start_control_plane(external_pods: Option<(&str, &str)>) -> Result<PathBuf> {
     // Build (or find) every tool first: a cold build takes minutes and must not eat into the
     // start-up deadline. tools.sh prints its progress on our stderr.
     let mut tools = Command::new(scripts_dir().join("tools.sh"));
@@ -214,9 +225,10 @@ async fn start_control_plane() -> Result<PathBuf> {
         .arg("--watch-pid")
         .arg(std::process::id().to_string())
         .arg("--timeout")
-        .arg(STARTUP_TIMEOUT.as_secs().to_string())
-        .arg("--external-pods")
-        .arg(format!("{}={}", EXTERNAL_PODS_LABEL.0, EXTERNAL_PODS_LABEL.1));
+        .arg(STARTUP_TIMEOUT.as_secs().to_string());
+    if let Some((key, value)) = external_pods {
+        command.arg("--external-pods").arg(format!("{key}={value}"));
+    }
     if std::env::var_os(KEEP_DIR_ENV).is_none() {
         command.arg("--remove-dir");
     }

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         sizes
     };
-    let cluster = Cluster::shared().await?;
+    let cluster = Cluster::simulated().await?;
     let work = tempfile::tempdir()?;
     println!(
         "| distributions | time to all Ready | operator peak RSS | operator CPU | API requests / reconcile | writes / distribution |"
