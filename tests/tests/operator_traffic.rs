@@ -1,0 +1,670 @@
+//! Issue 4, traffic through the fleets the operator builds: an origin shield that makes the
+//! origin see one fetch per object, a TTL change that reaches running edges without a restart,
+//! a Secret that disappears and comes back, and the zones the EndpointSlices of the Service
+//! over every region carry.
+//!
+//! As in `operator_e2e.rs`, every test has its own namespace, chart release, operator(s) (limited
+//! to that namespace with `--watch-namespace`) and pod runner (the edges are real processes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::binaries::workspace_binary;
+use edgefleet_e2e::operator::{Operator, Release, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
+use edgefleet_e2e::{Cluster, Error, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Long enough for real edge processes to start on a loaded 2-core machine.
+const CONVERGE: Duration = Duration::from_secs(120);
+/// Config-only changes must reach running edges within 5 s of being rendered; the margin covers
+/// the operator's reconcile on a loaded machine.
+const RELOAD: Duration = Duration::from_secs(30);
+/// The Host every request names: the cache key includes the host, so requests through
+/// different edges (and an edge's fetch through the shield) share objects only under one name.
+const HOST: &str = "www.traffic.test";
+
+/// One test's namespace with the chart and, when the test needs edges, the pod runner.
+struct Setup {
+    cluster: &'static Cluster,
+    client: Client,
+    ns: String,
+    release: Release,
+    kubeconfig: PathBuf,
+    http: reqwest::Client,
+    _runner: Option<PodRunner>,
+    work: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(prefix: &str, chart_values: &[&str], edges: bool) -> Setup {
+        let cluster = Cluster::shared().await.expect("local cluster");
+        let ns = cluster.fresh_namespace(prefix).await.expect("namespace");
+        let release = install_chart(cluster, &format!("op-{ns}"), &ns, chart_values)
+            .await
+            .expect("helm install");
+        let work = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = service_account_kubeconfig(cluster, &release, work.path())
+            .await
+            .expect("the chart's ServiceAccount");
+        let runner = if edges {
+            let edge = workspace_binary("edgefleet-edge").expect("edge binary built");
+            let config = PodRunnerConfig::in_namespace(&ns).image("ghcr.io/edgefleet/edge", edge);
+            Some(PodRunner::start(cluster, config).await.expect("pod runner"))
+        } else {
+            None
+        };
+        Setup {
+            cluster,
+            client: cluster.client().await.expect("client"),
+            ns,
+            release,
+            kubeconfig,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("HTTP client"),
+            _runner: runner,
+            work,
+        }
+    }
+
+    /// An operator replica reconciling this namespace only.
+    async fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
+        let mut args = vec!["--watch-namespace", self.ns.as_str()];
+        args.extend(extra);
+        Operator::start(&self.kubeconfig, &self.release, identity, self.work.path(), &args)
+            .await
+            .expect("operator starts")
+    }
+
+    fn distributions(&self) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Distribution");
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.ns,
+            &ApiResource::from_gvk_with_plural(&gvk, "distributions"),
+        )
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn kubectl_apply(&self, manifest: &Value) {
+        self.cluster
+            .kubectl_with_stdin(&["apply", "-n", &self.ns, "-f", "-"], &manifest.to_string())
+            .await
+            .expect("kubectl runs")
+            .ok()
+            .unwrap_or_else(|e| panic!("kubectl apply failed: {e}"));
+    }
+
+    async fn kubectl(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend(args);
+        self.cluster
+            .kubectl(&all)
+            .await
+            .expect("kubectl runs")
+            .ok()
+            .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"));
+    }
+
+    /// Merge-patches the Distribution's spec and returns its new generation.
+    async fn patch_spec(&self, name: &str, spec: Value) -> i64 {
+        let patched = self
+            .distributions()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch the Distribution");
+        patched.metadata.generation.expect("generation")
+    }
+
+    /// Waits until the Distribution's current generation has the `type_` condition with
+    /// `status` and `reason`; returns its message. The operators' logs go into the failure.
+    async fn wait_condition(
+        &self,
+        name: &str,
+        (type_, status, reason): (&str, &str, &str),
+        operators: &[&Operator],
+    ) -> String {
+        let api = self.distributions();
+        let waited = wait_for(
+            &format!("{name}: {type_}={status} ({reason})"),
+            CONVERGE,
+            || async {
+                let dist = api.get(name).await?;
+                let observed = dist.data["status"]["observedGeneration"].as_i64();
+                let current = observed.is_some() && observed == dist.metadata.generation;
+                Ok(condition(&dist, type_)
+                    .filter(|(s, r, _)| current && s == status && r == reason)
+                    .map(|(_, _, message)| message))
+            },
+        )
+        .await;
+        or_logs(waited, operators)
+    }
+
+    /// The edge pods of `distribution` in `region`, by name, once `count` of them are ready.
+    async fn ready_edges(&self, distribution: &str, region: &str, count: usize) -> Vec<Edge> {
+        let selector = format!("edgefleet.io/distribution={distribution},edgefleet.io/region={region}");
+        let pods = self.api::<Pod>();
+        let edges = wait_for(
+            &format!("{count} ready edge(s) in {region}"),
+            CONVERGE,
+            || async {
+                let list = pods.list(&ListParams::default().labels(&selector)).await?;
+                let edges: Vec<Edge> = list.items.iter().filter_map(Edge::if_ready).collect();
+                Ok((edges.len() == count).then_some(edges))
+            },
+        )
+        .await;
+        edges.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// GETs `path` from an edge's data port; returns the status, `X-Cache` and
+    /// `X-Edge-Location`.
+    async fn get(&self, edge: &Edge, path: &str) -> (u16, String, String) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", edge.data))
+            .header("host", HOST)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} from {}: {e}", edge.name));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let answer = (
+            response.status().as_u16(),
+            header("x-cache"),
+            header("x-edge-location"),
+        );
+        // Read the body, so a Miss's fill has been streamed to the end.
+        response.bytes().await.expect("response body");
+        answer
+    }
+
+    /// The fleet's admin token, from the Secret the operator renders for the edges.
+    async fn admin_token(&self, distribution: &str) -> String {
+        let secret = self
+            .api::<Secret>()
+            .get(&format!("{distribution}-edge"))
+            .await
+            .expect("edge Secret");
+        let data = secret.data.expect("edge Secret data");
+        String::from_utf8(data["admin-token"].0.clone()).expect("UTF-8 token")
+    }
+
+    /// The configuration generation an edge reports on its admin API.
+    async fn config_generation(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<u64> {
+        let status: Value = self
+            .http
+            .get(format!("http://{}/status", edge.admin))
+            .bearer_auth(token)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| http_error(&edge.name, e))?
+            .json()
+            .await
+            .map_err(|e| http_error(&edge.name, e))?;
+        status["generation"].as_u64().ok_or_else(|| Error::Invalid {
+            what: format!("/status of {}", edge.name),
+            reason: format!("no generation in {status}"),
+        })
+    }
+}
+
+fn http_error(edge: &str, error: reqwest::Error) -> Error {
+    Error::Invalid {
+        what: format!("admin API of {edge}"),
+        reason: error.to_string(),
+    }
+}
+
+/// Unwraps a wait, or fails the test with what the operators logged.
+fn or_logs<T>(result: edgefleet_e2e::Result<T>, operators: &[&Operator]) -> T {
+    result.unwrap_or_else(|e| {
+        let logs: Vec<String> = operators.iter().map(|o| o.log()).collect();
+        panic!("{e}\noperator log(s):\n{}", logs.join("\n-----\n"))
+    })
+}
+
+/// A ready edge pod and where its ports are.
+#[derive(Debug, Clone)]
+struct Edge {
+    name: String,
+    uid: String,
+    data: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Edge {
+    fn if_ready(pod: &Pod) -> Option<Edge> {
+        let status = pod.status.as_ref()?;
+        let ready = status
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready || pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
+        let ports = pod.spec.as_ref()?.containers.first()?.ports.as_ref()?;
+        let port = |name: &str| {
+            let port = ports.iter().find(|p| p.name.as_deref() == Some(name))?;
+            u16::try_from(port.container_port).ok()
+        };
+        Some(Edge {
+            name: pod.name_any(),
+            uid: pod.metadata.uid.clone()?,
+            data: SocketAddr::new(ip, port("http")?),
+            admin: SocketAddr::new(ip, port("admin")?),
+        })
+    }
+}
+
+fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    let conditions = dist.data["status"]["conditions"].as_array()?;
+    let c = conditions.iter().find(|c| c["type"] == type_)?;
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// A Distribution of `origin` (an HTTP URL) over `regions` (name, replicas).
+fn http_distribution(name: &str, origin: &str, regions: &[(&str, i32)]) -> Value {
+    let regions: Vec<Value> = regions
+        .iter()
+        .map(|(r, n)| json!({"name": r, "replicas": n}))
+        .collect();
+    json!({
+        "apiVersion": "edgefleet.io/v1alpha1",
+        "kind": "Distribution",
+        "metadata": {"name": name},
+        "spec": {
+            "aliases": [HOST],
+            "origins": [{"name": "site", "http": {"url": origin}}],
+            "defaultBehavior": {"targetOrigin": "site"},
+            "regions": regions,
+            "edge": {"cacheMemory": "16Mi"}
+        }
+    })
+}
+
+/// An HTTP/1.1 origin on 127.0.0.1 that answers every GET (or HEAD) with a small body naming
+/// the path, without Cache-Control (so the Distribution's default TTL applies), and counts the
+/// requests per path. Enough HTTP for an edge's pooled keep-alive connections: requests without
+/// bodies, one after the other. Stops (with its connections) when dropped.
+struct Origin {
+    address: SocketAddr,
+    requests: Arc<Mutex<BTreeMap<String, u32>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin binds");
+        let address = listener.local_addr().expect("origin address");
+        let requests = Arc::new(Mutex::new(BTreeMap::new()));
+        let counted = requests.clone();
+        let task = tokio::spawn(async move {
+            // Owned here, so aborting the task closes every connection too.
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(serve_origin(stream, counted.clone()));
+            }
+        });
+        Origin {
+            address,
+            requests,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    async fn requests(&self, path: &str) -> u32 {
+        self.requests.lock().await.get(path).copied().unwrap_or(0)
+    }
+}
+
+async fn serve_origin(mut stream: TcpStream, requests: Arc<Mutex<BTreeMap<String, u32>>>) {
+    let mut buffer = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0_u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        buffer.drain(..head_end);
+        let mut request_line = head.split_whitespace();
+        let method = request_line.next().unwrap_or_default();
+        let path = request_line.next().unwrap_or_default().to_owned();
+        *requests.lock().await.entry(path.clone()).or_default() += 1;
+        let body = format!("object {path}\n");
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        if method != "HEAD" {
+            response.push_str(&body);
+        }
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_an_origin_shield_the_origin_sees_one_fetch_per_object() {
+    let setup = Setup::start("shield", &[], true).await;
+    let operator = setup.operator("shield-0", &[]).await;
+    let origin = Origin::start().await;
+    // One edge per region: each edge has its own cache, so with several shield edges behind
+    // the shield's Service the origin would see one fetch per shield edge.
+    let regions = [("eu-west", 1), ("us-east", 1), ("ap-south", 1)];
+    let mut manifest = http_distribution("shielded", &origin.url(), &regions);
+    manifest["spec"]["originShield"] = json!({"region": "eu-west"});
+    setup.kubectl_apply(&manifest).await;
+    setup
+        .wait_condition("shielded", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+
+    let mut edges = BTreeMap::new();
+    for (region, _) in regions {
+        let edge = setup.ready_edges("shielded", region, 1).await.remove(0);
+        edges.insert(region, edge);
+    }
+
+    // The shield region first, then the others: each region answers Miss, then Hit, and only
+    // the shield's Miss reached the origin.
+    for region in ["eu-west", "us-east", "ap-south"] {
+        let edge = &edges[region];
+        for expected in ["Miss", "Hit"] {
+            let (status, cache, location) = setup.get(edge, "/shared.txt").await;
+            assert_eq!(
+                (status, cache.as_str(), location.as_str()),
+                (200, format!("{expected} from edgefleet").as_str(), region),
+                "{region}"
+            );
+        }
+    }
+    assert_eq!(origin.requests("/shared.txt").await, 1, "one origin fetch");
+
+    // A region outside the shield first: its fetch went through the shield, which therefore
+    // answers the object from its cache without asking the origin again.
+    let (_, cache, _) = setup.get(&edges["ap-south"], "/late.txt").await;
+    assert_eq!(cache, "Miss from edgefleet");
+    let (_, cache, _) = setup.get(&edges["eu-west"], "/late.txt").await;
+    assert_eq!(cache, "Hit from edgefleet", "the shield cached ap-south's fetch");
+    let (_, cache, _) = setup.get(&edges["us-east"], "/late.txt").await;
+    assert_eq!(cache, "Miss from edgefleet");
+    assert_eq!(origin.requests("/late.txt").await, 1, "one origin fetch");
+}
+
+#[tokio::test]
+async fn a_ttl_change_reaches_running_edges_without_a_restart() {
+    let setup = Setup::start("ttl", &[], true).await;
+    let operator = setup.operator("ttl-0", &[]).await;
+    let origin = Origin::start().await;
+    let mut manifest = http_distribution("cached", &origin.url(), &[("us-east", 2)]);
+    manifest["spec"]["defaultBehavior"]["ttl"] =
+        json!({"minSeconds": 0, "defaultSeconds": 600, "maxSeconds": 86400});
+    setup.kubectl_apply(&manifest).await;
+    setup
+        .wait_condition("cached", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+    let edges = setup.ready_edges("cached", "us-east", 2).await;
+    for edge in &edges {
+        for expected in ["Miss", "Hit"] {
+            let (_, cache, _) = setup.get(edge, "/warm.txt").await;
+            assert_eq!(cache, format!("{expected} from edgefleet"), "{}", edge.name);
+        }
+    }
+    let token = setup.admin_token("cached").await;
+    let mut before = BTreeMap::new();
+    for edge in &edges {
+        let generation = setup.config_generation(edge, &token).await.expect("status");
+        before.insert(edge.name.clone(), generation);
+    }
+    let deployment = setup
+        .api::<Deployment>()
+        .get("cached-us-east")
+        .await
+        .expect("Deployment");
+
+    let generation = setup
+        .patch_spec(
+            "cached",
+            json!({"defaultBehavior": {"ttl": {"defaultSeconds": 7200}}}),
+        )
+        .await;
+    let changed = Instant::now();
+    let config_maps = setup.api::<ConfigMap>();
+    or_logs(
+        wait_for("the ConfigMap to carry the new TTL", RELOAD, || async {
+            let config = config_maps.get("cached-edge-config").await?;
+            let yaml = config
+                .data
+                .and_then(|mut d| d.remove("edge.yaml"))
+                .unwrap_or_default();
+            Ok(yaml.contains("7200").then_some(()))
+        })
+        .await,
+        &[&operator],
+    );
+    for edge in &edges {
+        let was = before[&edge.name];
+        or_logs(
+            wait_for(
+                &format!("{} to apply a newer configuration", edge.name),
+                RELOAD,
+                || async {
+                    let now = setup.config_generation(edge, &token).await?;
+                    Ok((now > was).then_some(()))
+                },
+            )
+            .await,
+            &[&operator],
+        );
+    }
+    eprintln!(
+        "TTL change applied by every edge {:.1}s after the patch",
+        changed.elapsed().as_secs_f64()
+    );
+    // Reconciled (observedGeneration is the patched generation) before looking for a roll.
+    setup
+        .wait_condition("cached", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+    let dist = setup.distributions().get("cached").await.expect("Distribution");
+    assert_eq!(
+        dist.data["status"]["observedGeneration"].as_i64(),
+        Some(generation)
+    );
+
+    // No restart: the same pods, the same pod template, and the cache is still warm.
+    let now = setup.ready_edges("cached", "us-east", 2).await;
+    let uids = |edges: &[Edge]| edges.iter().map(|e| e.uid.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(uids(&now), uids(&edges), "the edge pods were replaced");
+    let after = setup
+        .api::<Deployment>()
+        .get("cached-us-east")
+        .await
+        .expect("Deployment");
+    assert_eq!(
+        after.spec.map(|s| s.template),
+        deployment.spec.map(|s| s.template),
+        "the pod template changed"
+    );
+    for edge in &edges {
+        let (_, cache, _) = setup.get(edge, "/warm.txt").await;
+        assert_eq!(cache, "Hit from edgefleet", "{}", edge.name);
+    }
+    assert_eq!(
+        origin.requests("/warm.txt").await,
+        2,
+        "one fetch per edge, before the change"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_origin_secret_degrades_a_running_distribution_until_restored() {
+    let setup = Setup::start("secretgone", &[], true).await;
+    let operator = setup.operator("secretgone-0", &[]).await;
+    let create_secret = [
+        "create",
+        "secret",
+        "generic",
+        "files-credentials",
+        "--from-literal=AWS_ACCESS_KEY_ID=id",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=key",
+    ];
+    setup.kubectl(&create_secret).await;
+    let manifest = json!({
+        "apiVersion": "edgefleet.io/v1alpha1",
+        "kind": "Distribution",
+        "metadata": {"name": "bucket"},
+        "spec": {
+            "origins": [{"name": "files", "s3": {
+                "endpoint": "http://127.0.0.1:9", "bucket": "files",
+                "credentialsSecretRef": {"name": "files-credentials"}
+            }}],
+            "defaultBehavior": {"targetOrigin": "files"},
+            "regions": [{"name": "us-east", "replicas": 1}],
+            "edge": {"cacheMemory": "16Mi"}
+        }
+    });
+    setup.kubectl_apply(&manifest).await;
+    setup
+        .wait_condition("bucket", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+    let running = setup.ready_edges("bucket", "us-east", 1).await;
+
+    setup.kubectl(&["delete", "secret", "files-credentials"]).await;
+    let message = setup
+        .wait_condition(
+            "bucket",
+            ("Degraded", "True", "OriginSecretMissing"),
+            &[&operator],
+        )
+        .await;
+    assert!(message.contains("\"files-credentials\""), "{message}");
+    let dist = setup.distributions().get("bucket").await.expect("Distribution");
+    assert_eq!(condition(&dist, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    // The running fleet is not torn down while the Secret is missing.
+    setup
+        .api::<Deployment>()
+        .get("bucket-us-east")
+        .await
+        .expect("the Deployment stays");
+
+    setup.kubectl(&create_secret).await;
+    setup
+        .wait_condition("bucket", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+    let dist = setup.distributions().get("bucket").await.expect("Distribution");
+    assert_eq!(
+        condition(&dist, "Degraded").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let edges = setup.ready_edges("bucket", "us-east", 1).await;
+    assert_eq!(edges[0].uid, running[0].uid, "the edge kept running");
+}
+
+#[tokio::test]
+async fn the_service_over_every_region_prefers_close_endpoints_by_zone() {
+    let setup = Setup::start("zones", &[], true).await;
+    let operator = setup.operator("zones-0", &[]).await;
+    let origin = Origin::start().await;
+    let regions = [("eu-west", 2), ("us-east", 1)];
+    setup
+        .kubectl_apply(&http_distribution("zoned", &origin.url(), &regions))
+        .await;
+    setup
+        .wait_condition("zoned", ("Ready", "True", "AllRegionsReady"), &[&operator])
+        .await;
+    let service = setup.api::<Service>().get("zoned").await.expect("Service");
+    assert_eq!(
+        service.spec.and_then(|s| s.traffic_distribution).as_deref(),
+        Some("PreferClose")
+    );
+
+    // Every ready edge is an endpoint with its node's zone, and a hint to be used from there.
+    let slices = setup.api::<EndpointSlice>();
+    let selector = ListParams::default().labels("kubernetes.io/service-name=zoned");
+    let endpoints = or_logs(
+        wait_for("3 ready endpoints with zone hints", CONVERGE, || async {
+            let list = slices.list(&selector).await?;
+            let endpoints: Vec<(String, Option<String>, Vec<String>)> = list
+                .items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .map(|e| {
+                    let hints = e.hints.as_ref().and_then(|h| h.for_zones.as_ref());
+                    let zones = hints
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                        .unwrap_or_default();
+                    (e.addresses.join(","), e.zone.clone(), zones)
+                })
+                .collect();
+            let hinted = endpoints.iter().all(|(_, _, hints)| !hints.is_empty());
+            Ok((endpoints.len() == 3 && hinted).then_some(endpoints))
+        })
+        .await,
+        &[&operator],
+    );
+    let mut zones = BTreeSet::new();
+    for (address, zone, hints) in &endpoints {
+        let zone = zone.as_deref().unwrap_or_else(|| panic!("{address} has no zone"));
+        assert_eq!(hints, &[zone.to_owned()], "{address}: hinted for its own zone");
+        zones.insert(zone.to_owned());
+    }
+    assert_eq!(zones.len(), 3, "the endpoints are spread over 3 zones: {zones:?}");
+}
