@@ -4,13 +4,17 @@
 //!
 //! Run through `operator/bench/scale.sh [N...]` (release build); defaults to 10 100 1000.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::Cluster;
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -31,18 +35,28 @@ async fn main() -> anyhow::Result<()> {
         "| distributions | time to all Ready | operator peak RSS | operator CPU | reconciles / distribution | API requests / reconcile | writes / distribution |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for n in sizes {
+    for (i, &n) in sizes.iter().enumerate() {
         let ns = cluster.fresh_namespace(&format!("bench-{n}")).await?;
-        let release = install_chart(cluster, &format!("bench-{n}"), &ns, &[]).await?;
+        // Unique per run: the chart's ClusterRoles are named after the release.
+        let name = format!("bench{i}-{n}");
+        let release = install_chart(cluster, &name, &ns, &[]).await?;
         let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
-        let operator =
-            Operator::start(&kubeconfig, &release, &format!("bench-{n}"), work.path(), &[]).await?;
+        // Scoped to this run's namespace, so a previous run's leftovers are not counted.
+        let operator = Operator::start(
+            &kubeconfig,
+            &release,
+            &name,
+            work.path(),
+            &["--watch-namespace", &ns],
+        )
+        .await?;
         let pid = operator
             .pid()
             .ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
         let api = distributions(cluster.client().await?, &ns);
 
         let started = Instant::now();
+        let all_ready = tokio::spawn(wait_all_ready(api.clone(), n, Duration::from_secs(900)));
         futures::stream::iter(0..n)
             .map(|i| {
                 let api = api.clone();
@@ -55,23 +69,7 @@ async fn main() -> anyhow::Result<()> {
             .buffer_unordered(32)
             .try_collect::<Vec<_>>()
             .await?;
-        let deadline = Duration::from_secs(600);
-        loop {
-            let ready = api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|d| is_ready(d))
-                .count();
-            if ready == n {
-                break;
-            }
-            if started.elapsed() > deadline {
-                anyhow::bail!("only {ready}/{n} Ready after {deadline:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        all_ready.await??;
         let took = started.elapsed();
         let (rss_mib, cpu_s) = process_usage(pid)?;
         let metrics = reqwest::get(format!("{}/metrics", operator.base_url()))
@@ -100,11 +98,46 @@ async fn main() -> anyhow::Result<()> {
             writes / n as f64
         );
         operator.kill().await?;
+        // The next size must not share the control plane with this one's cascading deletion.
+        let wait = if i + 1 == sizes.len() {
+            "--wait=false"
+        } else {
+            "--wait=true"
+        };
         cluster
-            .kubectl(&["delete", "namespace", &ns, "--wait=false"])
+            .kubectl(&["delete", "namespace", &ns, wait, "--timeout=10m"])
             .await?;
     }
     Ok(())
+}
+
+/// Waits until all `n` Distributions behind `api` are Ready. It follows a watch: listing a
+/// thousand objects several times a second would load the API server the operator needs.
+async fn wait_all_ready(api: Api<DynamicObject>, n: usize, deadline: Duration) -> anyhow::Result<()> {
+    let mut ready = HashSet::new();
+    let follow = async {
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(events);
+        while let Some(event) = events.try_next().await? {
+            match event {
+                Event::Apply(d) | Event::InitApply(d) if is_ready(&d) => {
+                    ready.insert(d.name_any());
+                }
+                Event::Apply(d) | Event::InitApply(d) | Event::Delete(d) => {
+                    ready.remove(&d.name_any());
+                }
+                Event::Init | Event::InitDone => {}
+            }
+            if ready.len() == n {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the Distribution watch ended")
+    };
+    match tokio::time::timeout(deadline, follow).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("only {}/{n} Ready after {deadline:?}", ready.len()),
+    }
 }
 
 fn distributions(client: kube::Client, ns: &str) -> Api<DynamicObject> {
