@@ -205,19 +205,28 @@ impl Stores {
     pub(super) async fn ready(&self) {
         // An error means the writer is gone, i.e. the controller is shutting down; the pass
         // that follows fails its API calls or is dropped.
-        let _ = futures::join!(
-            self.distributions.wait_until_ready(),
-            self.invalidations.wait_until_ready(),
-            self.service_accounts.wait_until_ready(),
-            self.roles.wait_until_ready(),
-            self.role_bindings.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.disruption_budgets.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-            self.nodes.wait_until_ready(),
-        );
+        // A store's readiness (a oneshot) wakes only the waiter that polled it last, and the
+        // controllers' runners wait on the same stores: a pass that started before every cache
+        // was filled (a new leader with existing Distributions) could wait forever. Poll again.
+        let all = || async {
+            futures::join!(
+                self.distributions.wait_until_ready(),
+                self.invalidations.wait_until_ready(),
+                self.service_accounts.wait_until_ready(),
+                self.roles.wait_until_ready(),
+                self.role_bindings.wait_until_ready(),
+                self.secrets.wait_until_ready(),
+                self.config_maps.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.disruption_budgets.wait_until_ready(),
+                self.deployments.wait_until_ready(),
+                self.nodes.wait_until_ready(),
+            )
+        };
+        while tokio::time::timeout(std::time::Duration::from_millis(100), all())
+            .await
+            .is_err()
+        {}
     }
 
     /// The cached object `kind`/`namespace`/`name`, if the operator owns one by that name.
