@@ -1,7 +1,8 @@
 //! Issue 4, traffic through the fleets the operator builds: an origin shield that makes the
 //! origin see one fetch per object, a TTL change that reaches running edges without a restart,
-//! a Secret that disappears and comes back, and the zones the EndpointSlices of the Service
-//! over every region carry.
+//! a Secret that disappears and comes back, two operator replicas of which only the leader
+//! writes and the other takes over when it dies, and the zones the EndpointSlices of the
+//! Service over every region carry.
 //!
 //! As in `operator_e2e.rs`, every test has its own namespace, chart release, operator(s) (limited
 //! to that namespace with `--watch-namespace`) and pod runner (the edges are real processes).
@@ -17,8 +18,10 @@ use edgefleet_e2e::operator::{Operator, Release, install_chart, service_account_
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::{Cluster, Error, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use kube::{Client, Resource, ResourceExt};
@@ -30,9 +33,12 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Long enough for real edge processes to start on a loaded 2-core machine.
 const CONVERGE: Duration = Duration::from_secs(120);
+/// The operator's leader Lease lasts 15 s; a follower must have taken it well within 30 s.
+const TAKEOVER: Duration = Duration::from_secs(30);
 /// Config-only changes must reach running edges within 5 s of being rendered; the margin covers
 /// the operator's reconcile on a loaded machine.
 const RELOAD: Duration = Duration::from_secs(30);
+const LEASE_NAME: &str = "edgefleet-operator-leader";
 /// The Host every request names: the cache key includes the host, so requests through
 /// different edges (and an edge's fetch through the shield) share objects only under one name.
 const HOST: &str = "www.traffic.test";
@@ -321,6 +327,44 @@ fn http_distribution(name: &str, origin: &str, regions: &[(&str, i32)]) -> Value
             "edge": {"cacheMemory": "16Mi"}
         }
     })
+}
+
+/// The operator's counters from its /metrics.
+async fn metrics(operator: &Operator) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{}/metrics", operator.base_url()))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+fn metric(metrics: &BTreeMap<String, f64>, key: &str) -> f64 {
+    metrics.get(key).copied().unwrap_or(0.0)
+}
+
+fn api_writes(metrics: &BTreeMap<String, f64>) -> f64 {
+    ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .map(|m| {
+            metric(
+                metrics,
+                &format!("edgefleet_operator_api_requests_total{{method=\"{m}\"}}"),
+            )
+        })
+        .sum()
+}
+
+fn reconciles(metrics: &BTreeMap<String, f64>) -> f64 {
+    metric(
+        metrics,
+        "edgefleet_operator_reconciliations_total{kind=\"Distribution\"}",
+    )
 }
 
 /// An HTTP/1.1 origin on 127.0.0.1 that answers every GET (or HEAD) with a small body naming
@@ -615,6 +659,114 @@ async fn a_deleted_origin_secret_degrades_a_running_distribution_until_restored(
     );
     let edges = setup.ready_edges("bucket", "us-east", 1).await;
     assert_eq!(edges[0].uid, running[0].uid, "the edge kept running");
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
+    let setup = Setup::start("leader", &["leaderElection.enabled=true"], false).await;
+    let a = setup.operator("replica-a", &["--leader-elect"]).await;
+    let b = setup.operator("replica-b", &["--leader-elect"]).await;
+    let leases = Api::<Lease>::namespaced(setup.client.clone(), &setup.release.namespace);
+    let holder = |leases: Api<Lease>| async move {
+        let lease = leases.get_opt(LEASE_NAME).await?;
+        Ok::<_, Error>(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    let leader = or_logs(
+        wait_for("one replica to hold the Lease", TAKEOVER, || async {
+            holder(leases.clone()).await
+        })
+        .await,
+        &[&a, &b],
+    );
+    let (leader, follower, leader_id, follower_id) = match leader.as_str() {
+        "replica-a" => (a, b, "replica-a", "replica-b"),
+        "replica-b" => (b, a, "replica-b", "replica-a"),
+        other => panic!("the Lease is held by {other:?}, not one of the replicas"),
+    };
+
+    let leader_before = metrics(&leader).await;
+    let follower_before = metrics(&follower).await;
+    let regions = [("eu-west", 0), ("us-east", 0)];
+    setup
+        .kubectl_apply(&http_distribution("led", "http://127.0.0.1:9", &regions))
+        .await;
+    setup
+        .wait_condition("led", ("Ready", "True", "AllRegionsReady"), &[&leader, &follower])
+        .await;
+    let leader_after = metrics(&leader).await;
+    let follower_after = metrics(&follower).await;
+    assert!(
+        api_writes(&leader_after) > api_writes(&leader_before),
+        "the leader made the Distribution Ready"
+    );
+    assert_eq!(
+        api_writes(&follower_after),
+        api_writes(&follower_before),
+        "the follower wrote to the API"
+    );
+    assert_eq!(reconciles(&follower_after), 0.0, "the follower reconciled");
+    assert_eq!(metric(&leader_after, "edgefleet_operator_leader"), 1.0);
+    assert_eq!(metric(&follower_after, "edgefleet_operator_leader"), 0.0);
+    let events = setup
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("Events");
+    let reporters: BTreeSet<String> = events
+        .items
+        .iter()
+        // About the Distribution itself: the Service of the same name has Events from the
+        // API server's own controllers.
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("Distribution") && r.name.as_deref() == Some("led")
+            })
+        })
+        .filter_map(|e| e.reporting_instance.clone())
+        .collect();
+    assert_eq!(
+        reporters,
+        BTreeSet::from([leader_id.to_owned()]),
+        "Events about the Distribution come from the leader only"
+    );
+
+    // The leader dies without releasing the Lease; a change made after that is converged by
+    // the follower once the Lease has expired.
+    leader.kill().await.expect("kill the leader");
+    let killed = Instant::now();
+    let generation = setup
+        .patch_spec(
+            "led",
+            json!({"regions": [
+                {"name": "eu-west", "replicas": 0},
+                {"name": "us-east", "replicas": 0},
+                {"name": "ap-south", "replicas": 0}
+            ]}),
+        )
+        .await;
+    or_logs(
+        wait_for("the follower to take the Lease", TAKEOVER, || async {
+            let holder = holder(leases.clone()).await?;
+            Ok((holder.as_deref() == Some(follower_id)).then_some(()))
+        })
+        .await,
+        &[&follower],
+    );
+    eprintln!(
+        "{follower_id} took the Lease {:.1}s after {leader_id} was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    setup
+        .wait_condition("led", ("Ready", "True", "AllRegionsReady"), &[&follower])
+        .await;
+    let dist = setup.distributions().get("led").await.expect("Distribution");
+    assert!(dist.data["status"]["observedGeneration"].as_i64() >= Some(generation));
+    setup
+        .api::<Deployment>()
+        .get("led-ap-south")
+        .await
+        .expect("the new leader created the added region");
+    assert!(reconciles(&metrics(&follower).await) > 0.0);
 }
 
 #[tokio::test]
