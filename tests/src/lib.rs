@@ -8,6 +8,7 @@ pub mod error;
 pub mod operator;
 pub mod pods;
 pub mod process;
+pub mod resources;
 pub mod s3;
 pub mod tools;
 pub mod wait;

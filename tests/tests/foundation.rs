@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::{Cluster, wait_for};
-use kube::api::{Api, DynamicObject, GroupVersionKind};
-use kube::discovery::ApiResource;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -28,15 +26,6 @@ fn example_manifests() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn api(kind: &str, plural: &str, client: kube::Client, namespace: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", kind);
-    Api::namespaced_with(
-        client,
-        namespace,
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
 }
 
 #[tokio::test]
@@ -109,15 +98,10 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
     );
 
     // Defaults live in the schema, so they are visible to everyone who reads the object.
-    let dist = api(
-        "Distribution",
-        "distributions",
-        cluster.client().await.expect("client"),
-        &ns,
-    )
-    .get("site")
-    .await
-    .expect("the example Distribution exists");
+    let dist = edgefleet_e2e::resources::distributions(cluster.client().await.expect("client"), &ns)
+        .get("site")
+        .await
+        .expect("the example Distribution exists");
     let ttl = &dist.data["spec"]["defaultBehavior"]["ttl"];
     assert_eq!(
         (
@@ -189,7 +173,7 @@ async fn operator_runs_as_the_chart_service_account_and_reports_observed_generat
             .expect("apply");
     }
     let client = cluster.client().await.expect("client");
-    let distributions = api("Distribution", "distributions", client.clone(), &ns);
+    let distributions = edgefleet_e2e::resources::distributions(client.clone(), &ns);
     wait_for(
         "status.observedGeneration == metadata.generation",
         Duration::from_secs(30),
@@ -230,7 +214,7 @@ async fn operator_runs_as_the_chart_service_account_and_reports_observed_generat
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
 
-    let invalidations = api("Invalidation", "invalidations", client, &ns);
+    let invalidations = edgefleet_e2e::resources::invalidations(client, &ns);
     wait_for(
         "the Invalidation has a phase",
         Duration::from_secs(30),

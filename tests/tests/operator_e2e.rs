@@ -20,8 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -82,12 +81,7 @@ impl Fleet {
     }
 
     fn distributions(&self) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Distribution");
-        Api::namespaced_with(
-            self.client.clone(),
-            &self.ns,
-            &ApiResource::from_gvk_with_plural(&gvk, "distributions"),
-        )
+        edgefleet_e2e::resources::distributions(self.client.clone(), &self.ns)
     }
 
     fn api<K>(&self) -> Api<K>
@@ -368,12 +362,8 @@ async fn the_example_becomes_ready_regional_fleets_of_real_edges() {
             &repo("examples/invalidation.yaml").to_string_lossy(),
         ])
         .await;
-    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Invalidation");
-    let invalidations: Api<DynamicObject> = Api::namespaced_with(
-        fleet.client.clone(),
-        &fleet.ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "invalidations"),
-    );
+    let invalidations: Api<DynamicObject> =
+        edgefleet_e2e::resources::invalidations(fleet.client.clone(), &fleet.ns);
     let status = wait_for("the Invalidation to complete on every edge", CONVERGE, || async {
         let inval = invalidations.get("site-release-2026-11-25").await?;
         let status = inval.data["status"].clone();
@@ -633,12 +623,7 @@ async fn invalidations_fail_without_their_distribution_and_never_run_twice() {
         })
         .to_string()
     };
-    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Invalidation");
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        fleet.client.clone(),
-        &fleet.ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "invalidations"),
-    );
+    let api: Api<DynamicObject> = edgefleet_e2e::resources::invalidations(fleet.client.clone(), &fleet.ns);
     let phase = |name: &'static str| {
         let api = api.clone();
         async move {

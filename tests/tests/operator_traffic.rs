@@ -22,8 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,12 +97,7 @@ impl Setup {
     }
 
     fn distributions(&self) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Distribution");
-        Api::namespaced_with(
-            self.client.clone(),
-            &self.ns,
-            &ApiResource::from_gvk_with_plural(&gvk, "distributions"),
-        )
+        edgefleet_e2e::resources::distributions(self.client.clone(), &self.ns)
     }
 
     fn api<K>(&self) -> Api<K>

@@ -15,8 +15,7 @@ use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use edgefleet_e2e::{Cluster, wait_for};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject, ListParams};
 
 const NAMESPACE: &str = "demo";
 const DISTRIBUTION: &str = "site";
@@ -81,12 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
     step("waiting for the Distribution to be Ready in every region");
     let client = cluster.client().await?;
-    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Distribution");
-    let dists: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &ApiResource::from_gvk_with_plural(&gvk, "distributions"),
-    );
+    let dists: Api<DynamicObject> = edgefleet_e2e::resources::distributions(client.clone(), NAMESPACE);
     let ready = wait_for("Distribution site Ready", Duration::from_secs(180), || async {
         let dist = dists.get(DISTRIBUTION).await?;
         let conditions = dist.data["status"]["conditions"]

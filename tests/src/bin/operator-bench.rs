@@ -11,8 +11,7 @@ use edgefleet_e2e::Cluster;
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 
@@ -141,12 +140,7 @@ async fn wait_all_ready(api: Api<DynamicObject>, n: usize, deadline: Duration) -
 }
 
 fn distributions(client: kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", "Distribution");
-    Api::namespaced_with(
-        client,
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "distributions"),
-    )
+    edgefleet_e2e::resources::distributions(client, ns)
 }
 
 fn distribution(i: usize) -> anyhow::Result<DynamicObject> {
