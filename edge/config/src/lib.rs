@@ -18,6 +18,7 @@ use std::path::Path;
 pub use model::{
     AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DiskTier, EdgeConfig,
     ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup, OriginShield, S3Origin,
+    ShieldPeer, ShieldService,
 };
 pub use validate::Problem;
 

@@ -186,15 +186,57 @@ fn default_failover_statuses() -> Vec<u16> {
     vec![500, 502, 503, 504]
 }
 
-/// Edges outside `region` fetch through `url` (the shield region's Service), so the origin sees
-/// one fetch per object instead of one per region.
+/// Edges outside `region` fetch cacheable objects through the shield region's edges, so the
+/// origin sees one fetch per object instead of one per region.
+///
+/// When the shield's edges are known (`service` in a cluster, or `peers`), every edge sends a
+/// given object to one of them, chosen by rendezvous hashing of the object's host, path and
+/// query, so however many edges the shield region runs, each object is fetched once. Edges of
+/// the shield region itself hand a viewer's miss to the edge that owns it the same way. Without
+/// such a list, edges outside the region fetch through `url`, and the shield region's edges each
+/// fetch from the origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OriginShield {
     /// The shield region; its edges fetch from the origins themselves.
     pub region: String,
-    /// Base URL of the shield region's edges (data port).
+    /// Base URL of the shield region's edges (data port), typically its Service: used while no
+    /// list of the shield's edges is known.
     pub url: String,
+    /// The Service in front of the shield region's edges: an edge running in a cluster
+    /// (`--config-map`) watches its EndpointSlices, in its own namespace, for the ready edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ShieldService>,
+    /// A fixed list of the shield region's edges, for edges run outside Kubernetes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<ShieldPeer>,
+}
+
+/// The Service whose EndpointSlices list the shield region's edges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShieldService {
+    /// The Service's name (EndpointSlices carry it as `kubernetes.io/service-name`).
+    pub name: String,
+    /// The name of the Service port whose endpoints are the edges' data ports.
+    #[serde(default = "default_shield_port")]
+    pub port: String,
+}
+
+fn default_shield_port() -> String {
+    "http".to_owned()
+}
+
+/// One edge of the shield region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShieldPeer {
+    /// Its data port.
+    pub address: SocketAddr,
+    /// Its name (as a pod name: what `HOSTNAME` holds where it runs). A shield-region edge finds
+    /// itself in the list by name; without it, that edge fetches its own misses from the origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// How requests matching a path pattern are cached and routed.

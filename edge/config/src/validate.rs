@@ -3,7 +3,8 @@
 use std::{collections::HashSet, fmt};
 
 use crate::model::{
-    Behavior, EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Method, Origin, OriginGroup, S3Origin,
+    Behavior, EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Method, Origin, OriginGroup, OriginShield,
+    S3Origin,
 };
 
 /// One broken rule: where, and what is wrong.
@@ -42,10 +43,7 @@ pub(crate) fn problems(config: &EdgeConfig) -> Vec<Problem> {
     let origin_ids = check_origins(&config.origins, &mut p);
     let group_ids = check_groups(&config.origin_groups, &origin_ids, &mut p);
     if let Some(shield) = &config.origin_shield {
-        if !is_header_safe(&shield.region) {
-            p.add("originShield.region", "must be a non-empty name without spaces");
-        }
-        check_base_url("originShield.url", &shield.url, &mut p);
+        check_shield(shield, &mut p);
     }
     let targets: HashSet<&str> = origin_ids.union(&group_ids).copied().collect();
     check_behavior("defaultBehavior", &config.default_behavior, &targets, &mut p);
@@ -213,6 +211,60 @@ fn check_base_url(field: &str, url: &str, p: &mut Problems) {
             }
         }
         Err(e) => p.add(field, format!("{url:?} is not a URL: {e}")),
+    }
+}
+
+fn check_shield(shield: &OriginShield, p: &mut Problems) {
+    if !is_header_safe(&shield.region) {
+        p.add("originShield.region", "must be a non-empty name without spaces");
+    }
+    check_base_url("originShield.url", &shield.url, p);
+    if let Some(service) = &shield.service {
+        if !is_dns_label(&service.name) {
+            p.add(
+                "originShield.service.name",
+                format!("{:?} is not a Service name (a lowercase DNS label)", service.name),
+            );
+        }
+        if !is_port_name(&service.port) {
+            p.add(
+                "originShield.service.port",
+                format!(
+                    "{:?} is not a port name (lowercase letters, digits and '-', at most 15)",
+                    service.port
+                ),
+            );
+        }
+        if !shield.peers.is_empty() {
+            p.add(
+                "originShield.peers",
+                "set either service (in a cluster) or peers (a fixed list), not both",
+            );
+        }
+    }
+    let mut addresses = HashSet::new();
+    let mut names = HashSet::new();
+    for (i, peer) in shield.peers.iter().enumerate() {
+        if !addresses.insert(peer.address) {
+            p.add(
+                format!("originShield.peers[{i}].address"),
+                format!("{} is listed twice", peer.address),
+            );
+        }
+        if let Some(name) = &peer.name {
+            if !is_header_safe(name) {
+                p.add(
+                    format!("originShield.peers[{i}].name"),
+                    "must be a non-empty name without spaces",
+                );
+            }
+            if !names.insert(name.as_str()) {
+                p.add(
+                    format!("originShield.peers[{i}].name"),
+                    format!("{name:?} is listed twice"),
+                );
+            }
+        }
     }
 }
 
@@ -400,6 +452,27 @@ fn is_id(s: &str) -> bool {
 
 fn is_header_safe(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// RFC 1035 label, as Kubernetes requires of Service names.
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// An IANA service name, as Kubernetes requires of port names.
+fn is_port_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_token(s: &str) -> bool {

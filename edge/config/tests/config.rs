@@ -178,3 +178,63 @@ fn malformed_yaml_is_a_parse_error() {
     let err = EdgeConfig::from_yaml("origins: [").expect_err("malformed");
     assert!(matches!(err, Error::Parse(_)), "{err:?}");
 }
+
+#[test]
+fn a_shield_lists_its_edges_by_service_or_by_address() {
+    let by_service = format!(
+        "{MINIMAL}originShield:\n  region: eu-west\n  url: http://10.96.0.7:80\n  service: {{name: site-eu-west}}\n"
+    );
+    let config = EdgeConfig::from_yaml(&by_service).expect("parses");
+    let shield = config.origin_shield.as_ref().expect("shield");
+    let service = shield.service.as_ref().expect("service");
+    assert_eq!(
+        (service.name.as_str(), service.port.as_str()),
+        ("site-eu-west", "http")
+    );
+    let yaml = config.to_yaml().expect("yaml");
+    assert_eq!(EdgeConfig::from_yaml(&yaml).expect("round trip"), config);
+
+    let by_address = format!(
+        "{MINIMAL}originShield:\n  region: eu-west\n  url: http://127.0.0.1:8081\n  peers:\n    - {{address: \"127.0.0.1:8081\", name: shield-a}}\n    - {{address: \"[::1]:8082\"}}\n"
+    );
+    let config = EdgeConfig::from_yaml(&by_address).expect("parses");
+    let peers = &config.origin_shield.as_ref().expect("shield").peers;
+    assert_eq!(peers[0].name.as_deref(), Some("shield-a"));
+    assert_eq!(peers[1].address.to_string(), "[::1]:8082");
+}
+
+#[test]
+fn shield_problems_name_their_field() {
+    let yaml = format!(
+        r#"{MINIMAL}originShield:
+  region: eu-west
+  url: http://shield
+  service: {{name: Site_EU, port: "--"}}
+  peers:
+    - {{address: "127.0.0.1:8081", name: a}}
+    - {{address: "127.0.0.1:8081", name: a}}
+"#
+    );
+    let found = problems(&yaml);
+    let expect = [
+        "originShield.service.name: \"Site_EU\" is not a Service name",
+        "originShield.service.port: \"--\" is not a port name",
+        "originShield.peers: set either service (in a cluster) or peers",
+        "originShield.peers[1].address: 127.0.0.1:8081 is listed twice",
+        "originShield.peers[1].name: \"a\" is listed twice",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing problem {e:?} in:\n{}",
+            found.join("\n")
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    let bad_address =
+        format!("{MINIMAL}originShield:\n  region: r\n  url: http://s\n  peers: [{{address: shield:80}}]\n");
+    assert!(matches!(
+        EdgeConfig::from_yaml(&bad_address),
+        Err(Error::Parse(_))
+    ));
+}
