@@ -1,5 +1,6 @@
 //! `edgefleet-operator`: runs the controllers, or (`crdgen`) prints the CRDs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use edgefleet_operator::controller::{self, Context, Settings};
+use edgefleet_operator::render::{IngressSettings, Ingresses, SecretNameTemplate};
 use edgefleet_operator::server::{self, Health};
 use edgefleet_operator::telemetry::{self, LogFormat, Metrics};
 use edgefleet_operator::{Error, api};
@@ -99,6 +101,52 @@ struct RunArgs {
     /// Reconcile only the Distributions and Invalidations of this namespace (default: all).
     #[arg(long, global = true, env = "EDGEFLEET_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// An Ingress per alias of every Distribution (`enabled`), none (`disabled`: Ingresses are
+    /// not even watched), or none and those made before deleted (`remove`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFLEET_INGRESS",
+        value_enum,
+        default_value = "disabled"
+    )]
+    ingress: IngressMode,
+    /// `spec.ingressClassName` of every Ingress (default: the cluster's default class).
+    #[arg(long, global = true, env = "EDGEFLEET_INGRESS_CLASS_NAME")]
+    ingress_class_name: Option<String>,
+    /// Annotations of every Ingress, as a JSON object of strings.
+    #[arg(long, global = true, env = "EDGEFLEET_INGRESS_ANNOTATIONS", value_parser = annotations)]
+    ingress_annotations: Option<BTreeMap<String, String>>,
+    /// Serve TLS with the certificate in the Secret this names: `{ingress}` and `{distribution}`
+    /// are replaced, e.g. `{ingress}-tls` (default: no TLS).
+    #[arg(long, global = true, env = "EDGEFLEET_INGRESS_TLS_SECRET")]
+    ingress_tls_secret: Option<SecretNameTemplate>,
+}
+
+/// What the operator does about Ingresses.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum IngressMode {
+    Disabled,
+    Enabled,
+    Remove,
+}
+
+impl RunArgs {
+    fn ingresses(&self) -> Ingresses {
+        match self.ingress {
+            IngressMode::Disabled => Ingresses::Disabled,
+            IngressMode::Remove => Ingresses::Removing,
+            IngressMode::Enabled => Ingresses::Enabled(IngressSettings {
+                class_name: self.ingress_class_name.clone().filter(|c| !c.is_empty()),
+                annotations: self.ingress_annotations.clone().unwrap_or_default(),
+                tls_secret: self.ingress_tls_secret.clone(),
+            }),
+        }
+    }
+}
+
+fn annotations(json: &str) -> Result<BTreeMap<String, String>, serde_json::Error> {
+    serde_json::from_str(json)
 }
 
 const LEASE_NAME: &str = "edgefleet-operator-leader";
@@ -171,6 +219,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     ));
 
     let settings = Settings {
+        ingress: args.ingresses(),
         region_label: args.region_label,
         zone_label: args.zone_label,
         edge_image: args.edge_image,

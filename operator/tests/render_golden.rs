@@ -17,6 +17,7 @@ fn settings() -> Settings {
         region_label: "topology.kubernetes.io/region".into(),
         zone_label: "topology.kubernetes.io/zone".into(),
         edge_image: "ghcr.io/edgefleet/edge:0.1.0".into(),
+        ingress: render::Ingresses::Disabled,
     }
 }
 

@@ -47,6 +47,7 @@ pub(super) fn controller(
         .owns_stream(triggers.services)
         .owns_stream(triggers.disruption_budgets)
         .owns_stream(triggers.deployments)
+        .owns_stream(triggers.ingresses)
         .watches_stream(triggers.referenced_secrets, move |secret| {
             referencing(&for_secrets, &secret)
         })

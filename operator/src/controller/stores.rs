@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -43,6 +44,8 @@ pub(super) struct Stores {
     services: Store<Service>,
     disruption_budgets: Store<PodDisruptionBudget>,
     deployments: Store<Deployment>,
+    /// Only when Ingresses are watched (the chart grants no access to them otherwise).
+    ingresses: Option<Store<Ingress>>,
     nodes: Store<PartialObjectMeta<Node>>,
 }
 
@@ -63,6 +66,8 @@ pub(super) struct FleetTriggers {
     pub(super) services: Trigger<Service>,
     pub(super) disruption_budgets: Trigger<PodDisruptionBudget>,
     pub(super) deployments: Trigger<Deployment>,
+    /// Empty when Ingresses are not watched.
+    pub(super) ingresses: Trigger<Ingress>,
     /// Nodes whose labels changed.
     pub(super) nodes: Trigger<PartialObjectMeta<Node>>,
     /// Every Secret's metadata: a referenced Secret appearing, changing or going.
@@ -167,6 +172,12 @@ impl Stores {
         let (services, svc_stream) = owned(client, namespace);
         let (disruption_budgets, pdb_stream) = owned(client, namespace);
         let (deployments, deploy_stream) = owned(client, namespace);
+        let (ingresses, ingress_stream) = if settings.ingress.watched() {
+            let (store, stream) = owned(client, namespace);
+            (Some(store), stream)
+        } else {
+            (None, futures::stream::empty().boxed())
+        };
         (
             Stores {
                 distributions,
@@ -179,6 +190,7 @@ impl Stores {
                 services,
                 disruption_budgets,
                 deployments,
+                ingresses,
                 nodes,
             },
             Triggers {
@@ -193,6 +205,7 @@ impl Stores {
                     services: svc_stream,
                     disruption_budgets: pdb_stream,
                     deployments: deploy_stream,
+                    ingresses: ingress_stream,
                     nodes: node_stream,
                     referenced_secrets,
                 },
@@ -221,6 +234,11 @@ impl Stores {
                 self.disruption_budgets.wait_until_ready(),
                 self.deployments.wait_until_ready(),
                 self.nodes.wait_until_ready(),
+                async {
+                    if let Some(ingresses) = &self.ingresses {
+                        let _ = ingresses.wait_until_ready().await;
+                    }
+                },
             )
         };
         while tokio::time::timeout(std::time::Duration::from_millis(100), all())
@@ -240,6 +258,7 @@ impl Stores {
             Kind::Service => live(&self.services, namespace, name),
             Kind::PodDisruptionBudget => live(&self.disruption_budgets, namespace, name),
             Kind::Deployment => live(&self.deployments, namespace, name),
+            Kind::Ingress => live(self.ingresses.as_ref()?, namespace, name),
         }
     }
 
@@ -260,6 +279,11 @@ impl Stores {
             Kind::Service => owned_names(&self.services, namespace, distribution, uid),
             Kind::PodDisruptionBudget => owned_names(&self.disruption_budgets, namespace, distribution, uid),
             Kind::Deployment => owned_names(&self.deployments, namespace, distribution, uid),
+            Kind::Ingress => self
+                .ingresses
+                .as_ref()
+                .map(|store| owned_names(store, namespace, distribution, uid))
+                .unwrap_or_default(),
         }
     }
 

@@ -5,6 +5,7 @@
 mod access;
 mod edge_config;
 pub mod hash;
+mod ingress;
 pub mod names;
 mod network;
 pub mod quantity;
@@ -15,12 +16,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, edge_config};
+pub use ingress::{
+    ALIAS_ANNOTATION, IngressSettings, Ingresses, InvalidSecretNameTemplate, SecretNameTemplate, ingress_name,
+};
 pub use secrets::S3Credentials;
 
 use crate::api::{Distribution, EdgeSpec};
@@ -34,6 +39,8 @@ pub struct Settings {
     pub zone_label: String,
     /// Edge image used unless a Distribution overrides it.
     pub edge_image: String,
+    /// Whether (and how) each alias gets an Ingress.
+    pub ingress: Ingresses,
 }
 
 /// What the controller looked up for rendering.
@@ -192,11 +199,13 @@ pub enum Kind {
     PodDisruptionBudget,
     /// Per-region edges.
     Deployment,
+    /// Outside traffic per alias, when the chart enables it; last, once the edges exist.
+    Ingress,
 }
 
 impl Kind {
     /// Every kind, in apply order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ServiceAccount,
         Kind::Role,
         Kind::RoleBinding,
@@ -205,6 +214,7 @@ impl Kind {
         Kind::Service,
         Kind::PodDisruptionBudget,
         Kind::Deployment,
+        Kind::Ingress,
     ];
 
     /// The kind's `apiVersion`.
@@ -214,6 +224,7 @@ impl Kind {
             Kind::Role | Kind::RoleBinding => "rbac.authorization.k8s.io/v1",
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::Deployment => "apps/v1",
+            Kind::Ingress => "networking.k8s.io/v1",
         }
     }
 
@@ -228,6 +239,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
             Kind::Deployment => "Deployment",
+            Kind::Ingress => "Ingress",
         }
     }
 }
@@ -273,6 +285,8 @@ pub struct Fleet {
     pub service: Service,
     /// Per-region objects, in `spec.regions` order.
     pub regions: Vec<RegionObjects>,
+    /// One per alias when Ingresses are enabled, in `spec.aliases` order.
+    pub ingresses: Vec<Ingress>,
 }
 
 impl Fleet {
@@ -294,6 +308,9 @@ impl Fleet {
         }
         for region in &self.regions {
             out.push(manifest(Kind::Deployment, &region.deployment)?);
+        }
+        for ingress in &self.ingresses {
+            out.push(manifest(Kind::Ingress, ingress)?);
         }
         Ok(out)
     }
@@ -369,6 +386,10 @@ pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Resu
         config_map,
         service: network::fleet_service(dist),
         regions,
+        ingresses: match &settings.ingress {
+            Ingresses::Enabled(ingress) => ingress::ingresses(dist, ingress),
+            Ingresses::Disabled | Ingresses::Removing => Vec::new(),
+        },
     })
 }
 
@@ -402,6 +423,7 @@ pub(crate) mod tests {
             region_label: "example.com/region".into(),
             zone_label: "example.com/zone".into(),
             edge_image: "ghcr.io/edgefleet/edge:test".into(),
+            ingress: Ingresses::Disabled,
         }
     }
 
@@ -445,6 +467,43 @@ pub(crate) mod tests {
         }
         let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
         assert!(names.contains(&"site-ap-south") && names.contains(&"site-edge-config"));
+    }
+
+    #[test]
+    fn ingresses_come_last_and_only_when_enabled() {
+        let dist = example();
+        assert!(!dist.spec.aliases.is_empty(), "the example has aliases");
+        for off in [Ingresses::Disabled, Ingresses::Removing] {
+            let settings = Settings {
+                ingress: off.clone(),
+                ..settings()
+            };
+            let manifests = render(&dist, &settings, &inputs())
+                .expect("renders")
+                .manifests()
+                .expect("serialises");
+            assert!(manifests.iter().all(|m| m.kind != Kind::Ingress), "{off:?}");
+        }
+        let settings = Settings {
+            ingress: Ingresses::Enabled(IngressSettings::default()),
+            ..settings()
+        };
+        let manifests = render(&dist, &settings, &inputs())
+            .expect("renders")
+            .manifests()
+            .expect("serialises");
+        let kinds: Vec<Kind> = manifests.iter().map(|m| m.kind).collect();
+        let first = kinds
+            .iter()
+            .position(|k| *k == Kind::Ingress)
+            .expect("Ingresses rendered");
+        assert_eq!(kinds[first..].len(), dist.spec.aliases.len());
+        assert!(kinds[first..].iter().all(|k| *k == Kind::Ingress));
+        assert!(kinds[..first].contains(&Kind::Deployment));
+        for m in &manifests[first..] {
+            assert_eq!(m.body["apiVersion"], "networking.k8s.io/v1");
+            assert_eq!(m.body["kind"], "Ingress");
+        }
     }
 
     #[test]
