@@ -14,6 +14,8 @@ use crate::api::{
 pub const CACHE_DISK_PATH: &str = "/var/cache/edgefleet";
 /// Port of the regional Services (the edges' data port behind it).
 pub const SERVICE_PORT: i32 = 80;
+/// The name `network` gives that port, which the Services' EndpointSlices carry too.
+const SERVICE_PORT_NAME: &str = "http";
 
 /// The configuration every edge of `dist` loads. Fails with the rules it breaks.
 ///
@@ -53,6 +55,13 @@ pub fn edge_config(
             config::OriginShield {
                 region: shield.region.clone(),
                 url: format!("http://{host}:{SERVICE_PORT}"),
+                // The edges route each object to one shield edge among the Service's ready
+                // endpoints, so the origin sees one fetch per object whatever the replicas.
+                service: Some(config::ShieldService {
+                    name: names::regional(&name, &shield.region),
+                    port: SERVICE_PORT_NAME.to_owned(),
+                }),
+                peers: Vec::new(),
             }
         }),
         default_behavior: behavior(None, &spec.default_behavior),
@@ -197,6 +206,11 @@ mod tests {
         let shield = config.origin_shield.as_ref().expect("shield");
         assert_eq!(shield.region, "eu-west");
         assert_eq!(shield.url, "http://site-eu-west.web.svc:80");
+        let service = shield.service.as_ref().expect("the shield's Service is watched");
+        assert_eq!(
+            (service.name.as_str(), service.port.as_str()),
+            ("site-eu-west", "http")
+        );
         let config::Origin::S3(s3) = &config.origins[0] else {
             panic!("an s3 origin")
         };
