@@ -331,3 +331,166 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
     );
     assert_eq!(env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(), Some("text"));
 }
+
+/// The rules of every ClusterRole (or Role) that grant something on `resource`.
+fn rules_for<'a>(docs: &'a [serde_json::Value], kind: &str, resource: &str) -> Vec<&'a serde_json::Value> {
+    find(docs, kind)
+        .into_iter()
+        .flat_map(|role| role["rules"].as_array().into_iter().flatten())
+        .filter(|rule| {
+            rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == resource))
+        })
+        .collect()
+}
+
+fn verbs(rule: &serde_json::Value) -> Vec<&str> {
+    rule["verbs"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default()
+}
+
+fn operator_env(docs: &[serde_json::Value], name: &str) -> Option<String> {
+    find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn chart_grants_ingress_rights_only_as_far_as_the_ingress_values_need() {
+    // Off (the default): no right on Ingresses at all, and the operator is told not to watch them.
+    let docs = render_chart(&[]).await;
+    assert!(rules_for(&docs, "ClusterRole", "ingresses").is_empty());
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_INGRESS").as_deref(),
+        Some("disabled")
+    );
+    assert_eq!(operator_env(&docs, "EDGEFLEET_INGRESS_ANNOTATIONS"), None);
+
+    // On: managed like every owned kind, with the values passed on.
+    let docs = render_chart(&[
+        "ingress.enabled=true",
+        "ingress.className=nginx",
+        "ingress.tls.enabled=true",
+        "ingress.annotations.cert-manager\\.io/cluster-issuer=letsencrypt",
+        "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/ssl-redirect=true",
+    ])
+    .await;
+    let rules = rules_for(&docs, "ClusterRole", "ingresses");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["apiGroups"][0], "networking.k8s.io");
+    assert_eq!(
+        verbs(rules[0]),
+        ["get", "list", "watch", "create", "patch", "delete"]
+    );
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_INGRESS").as_deref(),
+        Some("enabled")
+    );
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_INGRESS_CLASS_NAME").as_deref(),
+        Some("nginx")
+    );
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_INGRESS_TLS_SECRET").as_deref(),
+        Some("{ingress}-tls")
+    );
+    let annotations: serde_json::Value = serde_json::from_str(
+        &operator_env(&docs, "EDGEFLEET_INGRESS_ANNOTATIONS").expect("annotations passed"),
+    )
+    .expect("a JSON object");
+    assert_eq!(
+        annotations,
+        serde_json::json!({
+            "cert-manager.io/cluster-issuer": "letsencrypt",
+            // A YAML boolean arrives as the string an annotation needs.
+            "nginx.ingress.kubernetes.io/ssl-redirect": "true"
+        })
+    );
+
+    // Turned off with removal: delete what was made, never create or change.
+    let docs = render_chart(&["ingress.removeWhenDisabled=true"]).await;
+    let rules = rules_for(&docs, "ClusterRole", "ingresses");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(verbs(rules[0]), ["list", "watch", "delete"]);
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_INGRESS").as_deref(),
+        Some("remove")
+    );
+
+    // A TLS Secret name template that cannot name a Secret fails the install, not the operator.
+    let helm = edgefleet_e2e::tools::tool("helm").await.expect("helm is built");
+    let mut template = tokio::process::Command::new(helm);
+    template
+        .args(["template", "t"])
+        .arg(edgefleet_e2e::operator::chart_dir())
+        .args([
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.tls.enabled=true",
+        ])
+        .args(["--set", "ingress.tls.secretName=TLS_{ingress}"]);
+    let out = edgefleet_e2e::process::run(template, None)
+        .await
+        .expect("helm runs");
+    let refused = out
+        .ok()
+        .expect_err("helm template accepted an invalid secretName")
+        .to_string();
+    assert!(refused.contains("ingress.tls.secretName"), "{refused}");
+}
+
+#[tokio::test]
+async fn with_a_watch_namespace_only_the_nodes_need_a_cluster_role() {
+    let docs = render_chart(&["watchNamespace=web", "ingress.enabled=true"]).await;
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_WATCH_NAMESPACE").as_deref(),
+        Some("web")
+    );
+    let cluster_roles = find(&docs, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    let cluster_rules = cluster_roles[0]["rules"].as_array().expect("rules");
+    assert_eq!(cluster_rules.len(), 1, "{cluster_rules:?}");
+    assert_eq!(cluster_rules[0]["resources"], serde_json::json!(["nodes"]));
+    assert_eq!(verbs(&cluster_rules[0]), ["list", "watch"]);
+
+    let roles: Vec<_> = find(&docs, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["namespace"] == "web")
+        .collect();
+    assert_eq!(roles.len(), 1, "one Role in the watched namespace");
+    for resource in [
+        "distributions",
+        "deployments",
+        "secrets",
+        "roles",
+        "pods",
+        "events",
+        "ingresses",
+    ] {
+        assert_eq!(
+            rules_for(&docs, "Role", resource).len(),
+            1,
+            "{resource} granted in the watched namespace"
+        );
+    }
+    let bindings: Vec<_> = find(&docs, "RoleBinding")
+        .into_iter()
+        .filter(|b| b["metadata"]["namespace"] == "web")
+        .collect();
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0]["roleRef"]["name"], roles[0]["metadata"]["name"]);
+    assert_eq!(bindings[0]["subjects"][0]["namespace"], "edgefleet-system");
+
+    // Without it the same rules are cluster-wide, and no Role is rendered for them.
+    let docs = render_chart(&[]).await;
+    assert!(find(&docs, "Role").is_empty(), "{:?}", find(&docs, "Role"));
+    assert_eq!(operator_env(&docs, "EDGEFLEET_WATCH_NAMESPACE"), None);
+    assert_eq!(rules_for(&docs, "ClusterRole", "deployments").len(), 1);
+}

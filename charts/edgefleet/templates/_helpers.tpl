@@ -29,3 +29,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "edgefleet.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- else -}}false{{- end -}}
 {{- end -}}
+
+{{/* The operator's --ingress mode. */}}
+{{- define "edgefleet.ingressMode" -}}
+{{- if .Values.ingress.enabled -}}enabled
+{{- else if .Values.ingress.removeWhenDisabled -}}remove
+{{- else -}}disabled
+{{- end -}}
+{{- end -}}
+
+{{/* The TLS Secret name template, refused here when it cannot name a Secret (the operator would
+     refuse it at start). */}}
+{{- define "edgefleet.ingressTlsSecret" -}}
+{{- $literal := .Values.ingress.tls.secretName | replace "{ingress}" "a" | replace "{distribution}" "a" -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$" $literal) -}}
+{{- fail (printf "ingress.tls.secretName %q cannot name a Secret: use lower-case letters, digits, '-', '.' and the placeholders {ingress} and {distribution}" .Values.ingress.tls.secretName) -}}
+{{- end -}}
+{{- .Values.ingress.tls.secretName -}}
+{{- end -}}
+
+{{/* Ingress annotations as a JSON object of strings (YAML may have made a value a bool or number). */}}
+{{- define "edgefleet.ingressAnnotations" -}}
+{{- $annotations := dict -}}
+{{- range $key, $value := .Values.ingress.annotations -}}
+{{- $_ := set $annotations $key (toString $value) -}}
+{{- end -}}
+{{- toJson $annotations -}}
+{{- end -}}
