@@ -111,6 +111,7 @@ async fn status(State(state): State<AdminState>) -> Response {
             "evictions": usage.evictions,
             "fillsInFlight": state.edge.cache.flights.len(),
         },
+        "originShield": runtime.origins.shield_status(),
     }))
     .into_response()
 }

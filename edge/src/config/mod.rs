@@ -21,6 +21,7 @@ use self::runtime::Runtime;
 use crate::{
     error::{Error, Result},
     metrics::ResultLabels,
+    origin::InCluster,
     proxy::Edge,
 };
 
@@ -52,6 +53,17 @@ impl Source {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })
+    }
+
+    /// The cluster the edge runs in: known when its configuration comes from a ConfigMap.
+    fn cluster(&self) -> Option<InCluster> {
+        match self {
+            Source::File(_) => None,
+            Source::ConfigMap { api, namespace, .. } => Some(InCluster {
+                client: (**api).clone().into_client(),
+                namespace: namespace.clone(),
+            }),
+        }
     }
 
     fn describe(&self) -> String {
@@ -110,7 +122,13 @@ impl Loader {
     /// Compiles a configuration (the first one, or a replacement for `previous`).
     pub(crate) fn compile(&self, config: EdgeConfig, previous: Option<&Runtime>) -> Result<Runtime> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        Runtime::compile(config, self.region_override.as_deref(), generation, previous)
+        Runtime::compile(
+            config,
+            self.region_override.as_deref(),
+            self.source.cluster().as_ref(),
+            generation,
+            previous,
+        )
     }
 
     /// Re-reads the source and applies it. Returns the new generation.

@@ -10,7 +10,7 @@ use edgefleet_config::{Behavior as BehaviorConfig, EdgeConfig, ErrorResponse, Ke
 use crate::{
     cache::freshness::TtlPolicy,
     error::{Error, Result},
-    origin::Origins,
+    origin::{InCluster, Origins},
     proxy::behavior::PathPattern,
 };
 
@@ -88,10 +88,12 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    /// Compiles a validated configuration. `region_override` is `EDGEFLEET_REGION`.
+    /// Compiles a validated configuration. `region_override` is `EDGEFLEET_REGION`; `cluster` is
+    /// where the edge runs, when it does in a cluster.
     pub(crate) fn compile(
         config: EdgeConfig,
         region_override: Option<&str>,
+        cluster: Option<&InCluster>,
         generation: u64,
         previous: Option<&Runtime>,
     ) -> Result<Self> {
@@ -103,7 +105,7 @@ impl Runtime {
         let location = HeaderValue::from_str(&region).map_err(|_| Error::NoRegion)?;
         let via_text = format!("1.1 {} (edgefleet)", edge_id());
         let via = HeaderValue::from_str(&via_text).unwrap_or(HeaderValue::from_static("1.1 edgefleet"));
-        let origins = Origins::build(&config, &region, &via_text, previous.map(|p| &p.origins))?;
+        let origins = Origins::build(&config, &region, &via_text, cluster, previous.map(|p| &p.origins))?;
         let aliases = config
             .aliases
             .iter()

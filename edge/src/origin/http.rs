@@ -1,7 +1,10 @@
 //! HTTP(S) origins through a pooled, kept-warm hyper client.
 use std::{sync::Arc, time::Duration};
 
-use http::{HeaderValue, Method, Request, Response, Uri, header, uri::PathAndQuery};
+use http::{
+    HeaderValue, Method, Request, Response, Uri, header,
+    uri::{Authority, PathAndQuery},
+};
 use http_body_util::{BodyExt, Empty, combinators::UnsyncBoxBody};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
@@ -11,7 +14,7 @@ use hyper_util::{
 
 use edgefleet_config::HttpOrigin;
 
-use super::{OriginBody, OriginError, OriginRequest, RequestBody, resolve::Resolver};
+use super::{OriginBody, OriginError, OriginRequest, RequestBody, resolve::Resolver, shield::ROUTED};
 use crate::error::{Error, Result};
 
 /// Idle origin connections are kept this long for reuse.
@@ -46,14 +49,38 @@ pub(crate) async fn send(
     request: Request<OutgoingBody>,
     read_timeout: Duration,
 ) -> Result<Response<OriginBody>, OriginError> {
+    exchange(client, origin, request, read_timeout)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// Why an exchange failed, and whether another server of the same kind may do better: only when
+/// no connection could be made, so the request never reached this one.
+pub(crate) struct Failure {
+    pub(crate) error: OriginError,
+    pub(crate) try_another: bool,
+}
+
+async fn exchange(
+    client: &PooledClient,
+    origin: &Arc<str>,
+    request: Request<OutgoingBody>,
+    read_timeout: Duration,
+) -> Result<Response<OriginBody>, Failure> {
     match tokio::time::timeout(read_timeout, client.request(request)).await {
-        Err(_) => Err(OriginError::Timeout {
-            origin: origin.clone(),
-            after: read_timeout,
+        Err(_) => Err(Failure {
+            error: OriginError::Timeout {
+                origin: origin.clone(),
+                after: read_timeout,
+            },
+            try_another: false,
         }),
-        Ok(Err(e)) => Err(OriginError::Unreachable {
-            origin: origin.clone(),
-            reason: describe(&e),
+        Ok(Err(e)) => Err(Failure {
+            error: OriginError::Unreachable {
+                origin: origin.clone(),
+                reason: describe(&e),
+            },
+            try_another: e.is_connect(),
         }),
         Ok(Ok(response)) => Ok(response.map(|body| OriginBody::new(body, origin.clone(), read_timeout))),
     }
@@ -83,7 +110,7 @@ pub(crate) struct HttpClient {
     /// `hostHeader` was configured: never replaced by the viewer's.
     host_is_fixed: bool,
     /// A shield: the viewer's `Host` always goes through.
-    viewer_host_always: bool,
+    shield: bool,
     read_timeout: Duration,
     via: HeaderValue,
     client: PooledClient,
@@ -113,7 +140,7 @@ impl HttpClient {
             Duration::from_secs(60),
             via,
         )?;
-        client.viewer_host_always = true;
+        client.shield = true;
         Ok(client)
     }
 
@@ -144,7 +171,7 @@ impl HttpClient {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             host,
             host_is_fixed: host_header.is_some(),
-            viewer_host_always: false,
+            shield: false,
             read_timeout,
             via: HeaderValue::from_str(via).map_err(|e| invalid(format!("invalid Via: {e}")))?,
             client: pooled_client(connect_timeout),
@@ -155,11 +182,37 @@ impl HttpClient {
         &self.id
     }
 
+    /// Where requests go (unless sent elsewhere by [`HttpClient::exchange`]).
+    pub(crate) fn base_url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+
     pub(crate) async fn send(
         &self,
         request: &OriginRequest,
         body: Option<RequestBody>,
     ) -> Result<Response<OriginBody>, OriginError> {
+        self.exchange(None, request, body, None)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// Sends a request to this origin, or (a shield client) to one shield edge at `to`, marked
+    /// with `routed` as already routed to its owner. A viewer's own marker never goes further.
+    pub(crate) async fn exchange(
+        &self,
+        to: Option<&Authority>,
+        request: &OriginRequest,
+        body: Option<RequestBody>,
+        routed: Option<&HeaderValue>,
+    ) -> Result<Response<OriginBody>, Failure> {
+        let refused = |reason: String| Failure {
+            error: OriginError::Refused {
+                status: http::StatusCode::NOT_FOUND,
+                reason,
+            },
+            try_another: false,
+        };
         let path_and_query = match &request.query {
             Some(q) => format!("{}{}?{q}", self.base_path, request.path),
             None => format!("{}{}", self.base_path, request.path),
@@ -169,15 +222,12 @@ impl HttpClient {
             .and_then(|pq| {
                 Uri::builder()
                     .scheme(self.scheme.clone())
-                    .authority(self.authority.clone())
+                    .authority(to.unwrap_or(&self.authority).clone())
                     .path_and_query(pq)
                     .build()
                     .ok()
             })
-            .ok_or_else(|| OriginError::Refused {
-                status: http::StatusCode::NOT_FOUND,
-                reason: format!("cannot form an origin URL for {:?}", request.path),
-            })?;
+            .ok_or_else(|| refused(format!("cannot form an origin URL for {:?}", request.path)))?;
         let body: OutgoingBody = match body {
             Some(b) => b,
             None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
@@ -186,13 +236,14 @@ impl HttpClient {
             .method(request.method.clone())
             .uri(uri)
             .body(body)
-            .map_err(|e| OriginError::Refused {
-                status: http::StatusCode::NOT_FOUND,
-                reason: format!("cannot form an origin request: {e}"),
-            })?;
+            .map_err(|e| refused(format!("cannot form an origin request: {e}")))?;
         let headers = outgoing.headers_mut();
         headers.clone_from(&request.headers);
-        let host = if self.viewer_host_always || (request.forward_viewer_host && !self.host_is_fixed) {
+        headers.remove(&ROUTED);
+        if let Some(value) = routed {
+            headers.insert(ROUTED, value.clone());
+        }
+        let host = if self.shield || (request.forward_viewer_host && !self.host_is_fixed) {
             HeaderValue::from_str(&request.viewer_host).unwrap_or_else(|_| self.host.clone())
         } else {
             self.host.clone()
@@ -202,6 +253,6 @@ impl HttpClient {
         if request.method == Method::GET || request.method == Method::HEAD {
             headers.remove(header::CONTENT_LENGTH);
         }
-        send(&self.client, &self.id, outgoing, self.read_timeout).await
+        exchange(&self.client, &self.id, outgoing, self.read_timeout).await
     }
 }

@@ -3,8 +3,11 @@
 //! a secondary.
 mod body;
 pub(crate) mod http;
+mod peers;
+mod rendezvous;
 mod resolve;
 mod s3;
+mod shield;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -14,6 +17,8 @@ use edgefleet_config::{EdgeConfig, Origin as OriginConfig, OriginGroup};
 
 use crate::error::Result;
 pub(crate) use body::OriginBody;
+pub(crate) use peers::InCluster;
+use shield::{Shield, Then};
 
 /// What the edge asks of an origin. The path is already validated (no dot segments) and the
 /// headers already filtered to what may be forwarded.
@@ -93,10 +98,10 @@ enum Target {
     },
 }
 
-/// Every origin of a configuration, by id, plus the shield when this edge fetches through one.
+/// Every origin of a configuration, by id, plus the shield when this edge takes part in one.
 pub(crate) struct Origins {
     targets: HashMap<String, Target>,
-    shield: Option<Arc<Client>>,
+    shield: Option<Shield>,
     /// Kept so a reload can reuse clients (and their warm connections) whose settings are
     /// unchanged.
     clients: HashMap<String, (OriginConfig, Arc<Client>)>,
@@ -110,11 +115,13 @@ pub(crate) struct Fetched {
 
 impl Origins {
     /// Builds clients for a configuration, reusing those of `previous` whose settings and
-    /// credentials are unchanged.
+    /// credentials are unchanged (and the shield's list of edges when its source is unchanged).
+    /// `cluster` is where the edge runs, when it does in a cluster.
     pub(crate) fn build(
         config: &EdgeConfig,
         region: &str,
         via: &str,
+        cluster: Option<&InCluster>,
         previous: Option<&Origins>,
     ) -> Result<Self> {
         let mut clients = HashMap::new();
@@ -159,10 +166,14 @@ impl Origins {
             }
         }
         let shield = match &config.origin_shield {
-            Some(shield) if shield.region != region => Some(Arc::new(Client::Http(
-                http::HttpClient::shield(&shield.url, via)?,
-            ))),
-            _ => None,
+            Some(shield) => Shield::build(
+                shield,
+                region,
+                via,
+                cluster,
+                previous.and_then(|p| p.shield.as_ref()),
+            )?,
+            None => None,
         };
         Ok(Self {
             targets,
@@ -172,7 +183,7 @@ impl Origins {
     }
 
     /// Sends a request to a behavior's target. `cacheable` requests go through the shield when
-    /// there is one. Groups fail over for GET, HEAD and OPTIONS only.
+    /// there is one (see [`shield`]). Groups fail over for GET, HEAD and OPTIONS only.
     pub(crate) async fn send(
         &self,
         target: &str,
@@ -181,8 +192,63 @@ impl Origins {
         cacheable: bool,
     ) -> Result<Fetched, OriginError> {
         if cacheable && let Some(shield) = &self.shield {
-            return fetch(shield, request, body).await;
+            let plan = shield.plan(request);
+            let mut last = None;
+            for peer in plan.peers {
+                let Some(to) = shield::authority(peer) else {
+                    continue;
+                };
+                // Cacheable fetches have no body, so one can be sent to several shield edges.
+                match shield
+                    .client
+                    .exchange(Some(&to), request, None, Some(shield.routed()))
+                    .await
+                {
+                    Ok(response) => {
+                        return Ok(Fetched {
+                            response,
+                            origin: shield.client.id().clone(),
+                        });
+                    }
+                    Err(failure) if failure.try_another => {
+                        tracing::debug!(%peer, error = %failure.error, "shield edge unreachable; trying the next");
+                        last = Some(failure.error);
+                    }
+                    Err(failure) => return Err(failure.error),
+                }
+            }
+            match (plan.then, last) {
+                (Then::Origin, _) => {}
+                (Then::Url, _) => {
+                    let response = shield.client.send(request, body).await?;
+                    return Ok(Fetched {
+                        response,
+                        origin: shield.client.id().clone(),
+                    });
+                }
+                (Then::Fail, Some(error)) => return Err(error),
+                (Then::Fail, None) => {
+                    return Err(OriginError::Unreachable {
+                        origin: shield.client.id().clone(),
+                        reason: "no shield edge to fetch from".into(),
+                    });
+                }
+            }
         }
+        self.send_to_target(target, request, body).await
+    }
+
+    /// What this edge knows of the origin shield, for the admin API's status.
+    pub(crate) fn shield_status(&self) -> Option<serde_json::Value> {
+        self.shield.as_ref().map(Shield::status)
+    }
+
+    async fn send_to_target(
+        &self,
+        target: &str,
+        request: &OriginRequest,
+        body: Option<RequestBody>,
+    ) -> Result<Fetched, OriginError> {
         match self.targets.get(target) {
             None => Err(OriginError::Unreachable {
                 origin: target.into(),
