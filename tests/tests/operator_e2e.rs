@@ -5,22 +5,26 @@
 //!
 //! Every test has its own namespace, chart release and operator (limited to that namespace with
 //! `--watch-namespace`), so the operators' request counters are each test's own. Only the first
-//! test needs edges that really start; the others use regions of zero replicas (or regions
-//! without nodes), which converge without any pod.
+//! test and the one that kills a leader mid-reconcile need edges that really start; the others
+//! use regions of zero replicas (or regions without nodes), which converge without any pod.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgefleet_e2e::binaries::workspace_binary;
-use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::operator::{Operator, Release, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
-use edgefleet_e2e::{Cluster, wait_for};
+use edgefleet_e2e::{Cluster, Error, wait_for};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -28,6 +32,9 @@ const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// Long enough for real edge processes to start on a loaded 2-core machine.
 const CONVERGE: Duration = Duration::from_secs(120);
+/// The operator's leader Lease lasts 15 s; a follower must have taken it well within 30 s.
+const TAKEOVER: Duration = Duration::from_secs(30);
+const LEASE_NAME: &str = "edgefleet-operator-leader";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -38,31 +45,33 @@ struct Fleet {
     cluster: &'static Cluster,
     client: Client,
     ns: String,
-    operator: Operator,
+    release: Release,
+    kubeconfig: PathBuf,
+    /// The operator most tests run; `None` where a test runs its own replicas.
+    operator: Option<Operator>,
     _runner: PodRunner,
-    _work: tempfile::TempDir,
+    work: tempfile::TempDir,
 }
 
 impl Fleet {
     async fn start(prefix: &str) -> Fleet {
+        Fleet::start_with(prefix, &[], Some(&[])).await
+    }
+
+    /// The chart installed with `chart_values` (`{ns}` stands for the test's namespace) and,
+    /// unless `operator_args` is `None`, an operator started with them.
+    async fn start_with(prefix: &str, chart_values: &[&str], operator_args: Option<&[&str]>) -> Fleet {
         let cluster = Cluster::shared().await.expect("local cluster");
         let ns = cluster.fresh_namespace(prefix).await.expect("namespace");
-        let release = install_chart(cluster, &format!("op-{ns}"), &ns, &[])
+        let values: Vec<String> = chart_values.iter().map(|v| v.replace("{ns}", &ns)).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let release = install_chart(cluster, &format!("op-{ns}"), &ns, &values)
             .await
             .expect("helm install");
         let work = tempfile::tempdir().expect("temp dir");
         let kubeconfig = service_account_kubeconfig(cluster, &release, work.path())
             .await
             .expect("the chart's ServiceAccount");
-        let operator = Operator::start(
-            &kubeconfig,
-            &release,
-            &format!("{prefix}-0"),
-            work.path(),
-            &["--watch-namespace", &ns],
-        )
-        .await
-        .expect("operator starts");
         let edge = workspace_binary("edgefleet-edge").expect("edge binary built");
         let runner = PodRunner::start(
             cluster,
@@ -70,14 +79,38 @@ impl Fleet {
         )
         .await
         .expect("pod runner");
-        Fleet {
+        let mut fleet = Fleet {
             cluster,
             client: cluster.client().await.expect("client"),
             ns,
-            operator,
+            release,
+            kubeconfig,
+            operator: None,
             _runner: runner,
-            _work: work,
+            work,
+        };
+        if let Some(args) = operator_args {
+            fleet.operator = Some(fleet.start_operator(&format!("{prefix}-0"), args).await);
         }
+        fleet
+    }
+
+    /// An operator replica of this test's release, reconciling its namespace only.
+    async fn start_operator(&self, identity: &str, extra: &[&str]) -> Operator {
+        let mut args = vec!["--watch-namespace", self.ns.as_str()];
+        args.extend(extra);
+        Operator::start(&self.kubeconfig, &self.release, identity, self.work.path(), &args)
+            .await
+            .expect("operator starts")
+    }
+
+    fn operator(&self) -> &Operator {
+        self.operator.as_ref().expect("this test's operator runs")
+    }
+
+    /// The log of this test's operator, for failure messages.
+    fn log(&self) -> String {
+        self.operator.as_ref().map(Operator::log).unwrap_or_default()
     }
 
     fn distributions(&self) -> Api<DynamicObject> {
@@ -129,7 +162,7 @@ impl Fleet {
             },
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.operator.log()))
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
     }
 
     /// Names of the objects of each kind labelled as belonging to `distribution`.
@@ -151,7 +184,8 @@ impl Fleet {
             Secret => "Secret",
             ServiceAccount => "ServiceAccount",
             Role => "Role",
-            RoleBinding => "RoleBinding"
+            RoleBinding => "RoleBinding",
+            Ingress => "Ingress"
         );
         out
     }
@@ -175,20 +209,25 @@ impl Fleet {
         out
     }
 
-    /// The operator's counters: reconciles of Distributions and API requests by method.
+    /// The counters of this test's operator.
     async fn metrics(&self) -> BTreeMap<String, f64> {
-        let text = reqwest::get(format!("{}/metrics", self.operator.base_url()))
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics body");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-            .collect()
+        metrics(self.operator()).await
     }
+}
+
+/// An operator's counters: reconciles of Distributions and API requests by method.
+async fn metrics(operator: &Operator) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{}/metrics", operator.base_url()))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect()
 }
 
 fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
@@ -370,7 +409,7 @@ async fn the_example_becomes_ready_regional_fleets_of_real_edges() {
         Ok((status["phase"] == "Completed").then_some(status))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     assert_eq!(
         (
             status["edgesAcknowledged"].as_i64(),
@@ -380,9 +419,9 @@ async fn the_example_becomes_ready_regional_fleets_of_real_edges() {
     );
 
     assert!(
-        !fleet.operator.log().contains("forbidden"),
+        !fleet.log().contains("forbidden"),
         "the chart's RBAC refused the operator something:\n{}",
-        fleet.operator.log()
+        fleet.log()
     );
 }
 
@@ -416,7 +455,7 @@ async fn a_converged_distribution_is_left_alone_and_drift_is_corrected() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     assert_eq!(
         api_writes(&after),
         api_writes(&before),
@@ -441,7 +480,7 @@ async fn a_converged_distribution_is_left_alone_and_drift_is_corrected() {
         Ok((d.spec.and_then(|s| s.replicas) == Some(0) && generation > Some(2)).then_some(()))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     fleet
         .kubectl(&[
             "patch",
@@ -460,11 +499,11 @@ async fn a_converged_distribution_is_left_alone_and_drift_is_corrected() {
         )
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     assert!(
-        !fleet.operator.log().contains("forbidden"),
+        !fleet.log().contains("forbidden"),
         "the chart's RBAC refused the operator something:\n{}",
-        fleet.operator.log()
+        fleet.log()
     );
 }
 
@@ -565,7 +604,7 @@ async fn removing_a_region_deletes_its_objects_and_deleting_the_distribution_del
         Ok(left.is_empty().then_some(()))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     fleet
         .wait_condition("web", "Ready", "True", "AllRegionsReady")
         .await;
@@ -608,7 +647,7 @@ async fn removing_a_region_deletes_its_objects_and_deleting_the_distribution_del
         Ok(owned.values().all(Vec::is_empty).then_some(()))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
 }
 
 #[tokio::test]
@@ -637,7 +676,7 @@ async fn invalidations_fail_without_their_distribution_and_never_run_twice() {
         Ok(phase("orphan").await?.filter(|p| p == "Failed"))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     let failed = api.get("orphan").await.expect("invalidation");
     let message = failed.data["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("\"nowhere\" does not exist"), "{message}");
@@ -654,7 +693,7 @@ async fn invalidations_fail_without_their_distribution_and_never_run_twice() {
         Ok(phase("release-1").await?.filter(|p| p == "Completed"))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     let done = api.get("release-1").await.expect("invalidation");
     assert_eq!(done.data["status"]["edgesTotal"], 0);
     assert!(done.data["status"]["completionTime"].is_string());
@@ -663,4 +702,428 @@ async fn invalidations_fail_without_their_distribution_and_never_run_twice() {
     fleet.kubectl_apply(&invalidation("release-1", "site")).await;
     let again = api.get("release-1").await.expect("invalidation");
     assert_eq!(again.data["status"], done.data["status"]);
+}
+
+/// The Ingresses of `distribution`, by name: (host, backend Service, backend port, TLS Secret).
+async fn ingresses(fleet: &Fleet, distribution: &str) -> BTreeMap<String, Ingress> {
+    let params = ListParams::default().labels(&format!("edgefleet.io/distribution={distribution}"));
+    fleet
+        .api::<Ingress>()
+        .list(&params)
+        .await
+        .expect("list Ingresses")
+        .items
+        .into_iter()
+        .map(|i| (i.name_any(), i))
+        .collect()
+}
+
+/// What an Ingress routes: (host, Service, port, TLS Secret).
+fn route(ingress: &Ingress) -> (String, String, i32, Option<String>) {
+    let spec = ingress.spec.as_ref().expect("spec");
+    let rule = &spec.rules.as_ref().expect("rules")[0];
+    let path = &rule.http.as_ref().expect("http").paths[0];
+    let service = path.backend.service.as_ref().expect("Service backend");
+    let tls = spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.first())
+        .and_then(|t| t.secret_name.clone());
+    (
+        rule.host.clone().unwrap_or_default(),
+        service.name.clone(),
+        service.port.as_ref().and_then(|p| p.number).unwrap_or_default(),
+        tls,
+    )
+}
+
+fn aliased_distribution(name: &str, aliases: &[&str]) -> String {
+    let mut manifest: Value =
+        serde_json::from_str(&http_distribution(name, &[("eu-west", 0)])).expect("JSON");
+    manifest["spec"]["aliases"] = json!(aliases);
+    manifest.to_string()
+}
+
+#[tokio::test]
+async fn each_alias_gets_an_ingress_that_goes_with_the_alias_or_the_setting() {
+    // RBAC as the chart renders it for one namespace with Ingresses on: a Role in the namespace.
+    let values = [
+        "watchNamespace={ns}",
+        "ingress.enabled=true",
+        "ingress.className=edge",
+        "ingress.tls.enabled=true",
+    ];
+    let ingress_args = [
+        "--ingress",
+        "enabled",
+        "--ingress-class-name",
+        "edge",
+        "--ingress-tls-secret",
+        "{ingress}-tls",
+        "--ingress-annotations",
+        r#"{"cert-manager.io/cluster-issuer":"test-issuer"}"#,
+    ];
+    let mut fleet = Fleet::start_with("ingress", &values, Some(&ingress_args)).await;
+    let roles = fleet
+        .api::<Role>()
+        .list(&ListParams::default())
+        .await
+        .expect("Roles");
+    assert!(
+        roles
+            .items
+            .iter()
+            .any(|r| r.name_any() == fleet.release.service_account()),
+        "the chart's Role in the watched namespace"
+    );
+
+    // No alias, no Ingress.
+    fleet.kubectl_apply(&aliased_distribution("shop", &[])).await;
+    fleet
+        .wait_condition("shop", "Ready", "True", "AllRegionsReady")
+        .await;
+    assert!(ingresses(&fleet, "shop").await.is_empty());
+
+    fleet
+        .kubectl_apply(&aliased_distribution(
+            "shop",
+            &["www.shop.test", "*.cdn.shop.test"],
+        ))
+        .await;
+    let found = wait_for("an Ingress per alias", CONVERGE, || async {
+        let found = ingresses(&fleet, "shop").await;
+        Ok((found.len() == 2).then_some(found))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+    let dist = fleet.distributions().get("shop").await.expect("Distribution");
+    let uid = dist.uid().expect("uid");
+    let expected = [
+        ("shop-www.shop.test", "www.shop.test"),
+        ("shop-wildcard.cdn.shop.test", "*.cdn.shop.test"),
+    ];
+    for (name, host) in expected {
+        let ingress = found
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} in {:?}", found.keys()));
+        assert_eq!(
+            route(ingress),
+            (
+                host.to_owned(),
+                "shop".to_owned(),
+                80,
+                Some(format!("{name}-tls"))
+            )
+        );
+        let spec = ingress.spec.as_ref().expect("spec");
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("edge"));
+        assert_eq!(
+            ingress
+                .annotations()
+                .get("cert-manager.io/cluster-issuer")
+                .map(String::as_str),
+            Some("test-issuer")
+        );
+        let owner = ingress
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .expect("a controller");
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Distribution", uid.as_str())
+        );
+    }
+    // The backend exists: the Service over every region, port 80.
+    let service = fleet.api::<Service>().get("shop").await.expect("Service shop");
+    let ports = service.spec.and_then(|s| s.ports).expect("ports");
+    assert!(ports.iter().any(|p| p.port == 80), "{ports:?}");
+
+    // An alias removed: its Ingress goes, the other stays untouched.
+    let kept_uid = found["shop-www.shop.test"].uid();
+    fleet
+        .kubectl_apply(&aliased_distribution("shop", &["www.shop.test"]))
+        .await;
+    let left = wait_for("the removed alias's Ingress to go", CONVERGE, || async {
+        let left = ingresses(&fleet, "shop").await;
+        Ok((left.len() == 1).then_some(left))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+    assert_eq!(
+        left.get("shop-www.shop.test").and_then(|i| i.uid()),
+        kept_uid,
+        "the remaining alias's Ingress was kept, not recreated"
+    );
+    assert!(!fleet.log().contains("forbidden"), "{}", fleet.log());
+
+    // Ingresses turned off: the chart keeps only the right to delete them, and the operator does.
+    if let Some(old) = fleet.operator.take() {
+        old.kill().await.expect("stop the operator");
+    }
+    let chart = edgefleet_e2e::operator::chart_dir();
+    let chart = chart.to_string_lossy();
+    let watch = format!("watchNamespace={}", fleet.ns);
+    fleet
+        .cluster
+        .helm(&[
+            "upgrade",
+            &fleet.release.name,
+            &chart,
+            "--namespace",
+            &fleet.ns,
+            "--set",
+            "replicaCount=0",
+            "--set",
+            &watch,
+            "--set",
+            "ingress.enabled=false",
+            "--set",
+            "ingress.removeWhenDisabled=true",
+        ])
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm upgrade");
+    let role = fleet
+        .api::<Role>()
+        .get(&fleet.release.service_account())
+        .await
+        .expect("the chart's Role");
+    let ingress_verbs: Vec<String> = role
+        .rules
+        .iter()
+        .flatten()
+        .filter(|r| r.resources.iter().flatten().any(|r| r == "ingresses"))
+        .flat_map(|r| r.verbs.clone())
+        .collect();
+    assert_eq!(ingress_verbs, ["list", "watch", "delete"]);
+    fleet.operator = Some(fleet.start_operator("ingress-1", &["--ingress", "remove"]).await);
+    wait_for("the Ingresses to be deleted", CONVERGE, || async {
+        Ok(ingresses(&fleet, "shop").await.is_empty().then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+    // Deleting is all the chart now allows; with aliases still in the spec, nothing comes back.
+    fleet
+        .kubectl_apply(&aliased_distribution("shop", &["www.shop.test", "new.shop.test"]))
+        .await;
+    fleet
+        .wait_condition("shop", "Ready", "True", "AllRegionsReady")
+        .await;
+    assert!(ingresses(&fleet, "shop").await.is_empty());
+    assert!(!fleet.log().contains("forbidden"), "{}", fleet.log());
+}
+
+/// Names of the objects a Distribution `name` with `regions` owns, by kind.
+fn expected_objects(name: &str, regions: &[&str]) -> BTreeMap<&'static str, Vec<String>> {
+    let regional = |suffix: &[&str]| {
+        let mut names: Vec<String> = suffix.iter().map(|r| format!("{name}-{r}")).collect();
+        names.sort();
+        names
+    };
+    let mut services = regional(regions);
+    services.push(name.to_owned());
+    services.sort();
+    BTreeMap::from([
+        ("ConfigMap", vec![format!("{name}-edge-config")]),
+        ("Deployment", regional(regions)),
+        ("Ingress", vec![]),
+        ("PodDisruptionBudget", regional(regions)),
+        ("Role", vec![format!("{name}-edge")]),
+        ("RoleBinding", vec![format!("{name}-edge")]),
+        ("Secret", vec![format!("{name}-edge")]),
+        ("Service", services),
+        ("ServiceAccount", vec![format!("{name}-edge")]),
+    ])
+}
+
+/// A stream of "Kind name" for every object labelled as belonging to `distribution` that
+/// appears, over the kinds a pass writes first to last.
+fn owned_appearing(fleet: &Fleet, distribution: &str) -> futures::stream::BoxStream<'static, String> {
+    let config = watcher::Config::default().labels(&format!("edgefleet.io/distribution={distribution}"));
+    macro_rules! appearing {
+        ($($kind:ty),*) => {
+            vec![$(
+                watcher(fleet.api::<$kind>(), config.clone())
+                    .applied_objects()
+                    .map_ok(|o| format!("{} {}", stringify!($kind), o.name_any()))
+                    .filter_map(|r| async move { r.ok() })
+                    .boxed(),
+            )*]
+        };
+    }
+    futures::stream::select_all(appearing!(
+        ServiceAccount,
+        Role,
+        RoleBinding,
+        Secret,
+        ConfigMap,
+        Service,
+        PodDisruptionBudget,
+        Deployment
+    ))
+    .boxed()
+}
+
+#[tokio::test]
+async fn a_leader_killed_mid_reconcile_is_replaced_and_the_new_leader_converges() {
+    let fleet = Fleet::start_with("midkill", &["leaderElection.enabled=true"], None).await;
+    let a = fleet.start_operator("replica-a", &["--leader-elect"]).await;
+    let b = fleet.start_operator("replica-b", &["--leader-elect"]).await;
+    let logs = |operators: &[&Operator]| {
+        operators
+            .iter()
+            .map(|o| o.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let leases = Api::<Lease>::namespaced(fleet.client.clone(), &fleet.release.namespace);
+    let holder = |leases: Api<Lease>| async move {
+        let lease = leases.get_opt(LEASE_NAME).await?;
+        Ok::<_, Error>(lease.and_then(|l| l.spec?.holder_identity))
+    };
+    let leader = wait_for("one replica to hold the Lease", TAKEOVER, || async {
+        holder(leases.clone()).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[&a, &b])));
+    let (leader, follower, follower_id) = match leader.as_str() {
+        "replica-a" => (a, b, "replica-b"),
+        "replica-b" => (b, a, "replica-a"),
+        other => panic!("the Lease is held by {other:?}, not one of the replicas"),
+    };
+
+    // Real edges in 3 regions take seconds to become ready: the window between the first object
+    // the leader writes and Ready is wide, and the leader dies inside it.
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let mut appearing = owned_appearing(&fleet, "mid");
+    fleet
+        .kubectl_apply(&http_distribution("mid", &regions.map(|r| (r, 1))))
+        .await;
+    let first = tokio::time::timeout(CONVERGE, appearing.next())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no owned object appeared\n{}", logs(&[&leader, &follower])));
+    leader.kill().await.expect("SIGKILL the leader");
+    let killed = std::time::Instant::now();
+    drop(appearing);
+
+    let at_kill = fleet.owned("mid").await;
+    let dist = fleet.distributions().get("mid").await.expect("Distribution");
+    let ready_at_kill = condition(&dist, "Ready").map(|c| c.0);
+    eprintln!(
+        "leader killed once {first} appeared; {} owned objects of {} existed just after, Ready={ready_at_kill:?}",
+        at_kill.values().map(Vec::len).sum::<usize>(),
+        expected_objects("mid", &regions)
+            .values()
+            .map(Vec::len)
+            .sum::<usize>(),
+    );
+    assert_ne!(
+        ready_at_kill.as_deref(),
+        Some("True"),
+        "killed before the Distribution was Ready"
+    );
+
+    wait_for("the follower to take the Lease", TAKEOVER, || async {
+        let holder = holder(leases.clone()).await?;
+        Ok((holder.as_deref() == Some(follower_id)).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[&follower])));
+    eprintln!(
+        "{follower_id} took the Lease {:.1}s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let api = fleet.distributions();
+    let dist = wait_for("mid: Ready under the new leader", CONVERGE, || async {
+        let dist = api.get("mid").await?;
+        let observed = dist.data["status"]["observedGeneration"].as_i64();
+        let current = observed.is_some() && observed == dist.metadata.generation;
+        let ready = condition(&dist, "Ready").is_some_and(|c| c.0 == "True" && c.1 == "AllRegionsReady");
+        Ok((current && ready).then_some(dist))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[&follower])));
+    eprintln!(
+        "Ready {:.1}s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(dist.data["status"]["readyRegions"], "3/3");
+    assert!(
+        reconciles(&metrics(&follower).await) > 0.0,
+        "the new leader reconciled"
+    );
+
+    // Every owned object exists, once, controlled by the Distribution, with the spec's replicas.
+    let uid = dist.uid().expect("uid");
+    let mut owned = fleet.owned("mid").await;
+    for names in owned.values_mut() {
+        names.sort();
+    }
+    assert_eq!(owned, expected_objects("mid", &regions));
+    let params = ListParams::default().labels("edgefleet.io/distribution=mid");
+    let deployments = fleet
+        .api::<Deployment>()
+        .list(&params)
+        .await
+        .expect("Deployments");
+    for deployment in &deployments.items {
+        let owner = deployment
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.clone());
+        assert_eq!(owner.as_deref(), Some(uid.as_str()), "{}", deployment.name_any());
+        let spec = deployment.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(1), "{}", deployment.name_any());
+        let status = deployment.status.as_ref().expect("status");
+        assert_eq!(status.ready_replicas, Some(1), "{}", deployment.name_any());
+    }
+    for kind_names in [
+        fleet
+            .api::<Service>()
+            .list(&params)
+            .await
+            .expect("Services")
+            .items
+            .iter()
+            .map(|o| (o.name_any(), o.owner_references().to_vec()))
+            .collect::<Vec<_>>(),
+        fleet
+            .api::<ConfigMap>()
+            .list(&params)
+            .await
+            .expect("ConfigMaps")
+            .items
+            .iter()
+            .map(|o| (o.name_any(), o.owner_references().to_vec()))
+            .collect(),
+        fleet
+            .api::<Secret>()
+            .list(&params)
+            .await
+            .expect("Secrets")
+            .items
+            .iter()
+            .map(|o| (o.name_any(), o.owner_references().to_vec()))
+            .collect(),
+    ] {
+        for (name, owners) in kind_names {
+            let controller = owners
+                .iter()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.as_str());
+            assert_eq!(controller, Some(uid.as_str()), "{name}");
+        }
+    }
+    let pods = fleet.api::<Pod>().list(&params).await.expect("pods");
+    assert_eq!(
+        pods.items.len(),
+        3,
+        "one edge per region, none left over from the dead leader's pass"
+    );
+    assert!(!follower.log().contains("forbidden"), "{}", follower.log());
 }
