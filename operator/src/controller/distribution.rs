@@ -11,15 +11,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{self, Applied, Change};
+use super::events::Verb;
 use super::status::{self, Observation, RegionObservation};
 use super::stores::{FleetTriggers, Live, Stores};
 use super::{State, apply_status, error_policy, events, object_key};
-use crate::api::{Distribution, DistributionStatus};
+use crate::api::Distribution;
 use crate::render::{self, Blocker, Inputs, Manifest, names, secrets};
 use crate::{Error, Result};
 
@@ -29,6 +29,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 const RETRY_BLOCKED: Duration = Duration::from_secs(60);
 /// Distributions reconciled at once; bounds the burst of API requests after a restart.
 const CONCURRENCY: u16 = 32;
+/// How long a Distribution's triggers are gathered into one pass: creating it, then its
+/// objects appearing and each region's Deployment becoming ready, wake it a dozen times within
+/// seconds; a pass after the last of a burst sees them all.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 pub(super) fn controller(
     state: Arc<State>,
@@ -54,7 +58,11 @@ pub(super) fn controller(
         .watches_stream(triggers.nodes, move |node| {
             in_region(&for_nodes, &region_label, &node)
         })
-        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .with_config(
+            controller::Config::default()
+                .concurrency(CONCURRENCY)
+                .debounce(DEBOUNCE),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy::<Distribution>, state)
         .map(|_| ())
@@ -106,10 +114,8 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     let name = dist.name_any();
     let ctx = &state.ctx;
 
-    let mut deployments: BTreeMap<String, Deployment> = BTreeMap::new();
-    // Objects written in this pass before the cache could see them.
-    let mut fresh = Fresh::new();
-    let blockers = match inputs(&dist, &state, &namespace, &uid, &mut fresh).await? {
+    let mut written = Written::default();
+    let blockers = match inputs(&dist, &state, &namespace, &uid, &mut written).await? {
         Err(found) => found,
         Ok(inputs) => match render::render(&dist, &ctx.settings, &inputs) {
             Err(found) => found,
@@ -118,16 +124,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
                     what: "rendered objects",
                     source,
                 })?;
-                converge(
-                    &dist,
-                    &state,
-                    &namespace,
-                    &uid,
-                    &manifests,
-                    &fresh,
-                    &mut deployments,
-                )
-                .await?
+                converge(&dist, &state, &namespace, &uid, &manifests, &mut written).await?
             }
         },
     };
@@ -139,7 +136,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
         .map(|region| {
             let deployment_name = names::regional(&name, &region.name);
             let live = state.stores.deployment(&namespace, &deployment_name);
-            let deployment = deployments.get(&deployment_name).or(live.as_deref());
+            let deployment = written.deployments.get(&deployment_name).or(live.as_deref());
             let desired = if dist.spec.enabled { region.replicas } else { 0 };
             let nodes = state.stores.nodes_in(&ctx.settings, &region.name, &region.zones);
             RegionObservation::from_deployment(&region.name, desired, deployment, nodes, deployment_name)
@@ -156,10 +153,22 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     let current = dist.status.clone().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let desired = status::status(&observation, &current, &now);
+    let publish = |event: Option<kube::runtime::events::Event>| {
+        events::publish(
+            &ctx.client,
+            &ctx.reporter,
+            dist.object_ref(&()),
+            event.into_iter().collect(),
+        );
+    };
+    publish(events::changes(&written.changes));
     if status::differs(&desired, &current) {
         let api: Api<Distribution> = Api::namespaced(ctx.client.clone(), &namespace);
         apply_status(&api, &name, &desired).await?;
-        publish_condition_changes(&state, &dist, &current, &desired);
+        publish(events::condition_changes(
+            &current.conditions,
+            &desired.conditions,
+        ));
     }
 
     ctx.backoff.succeeded(&object_key(dist.as_ref()));
@@ -171,8 +180,17 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     Ok(Action::requeue(if degraded { RETRY_BLOCKED } else { RESYNC }))
 }
 
-/// Objects written in this pass, by kind and name, as the API server returned them.
-type Fresh = BTreeMap<(render::Kind, String), serde_json::Value>;
+/// What one pass wrote.
+#[derive(Default)]
+struct Written {
+    /// Objects written before the cache could see them (the shield Service), by kind and name,
+    /// as the API server returned them.
+    fresh: BTreeMap<(render::Kind, String), serde_json::Value>,
+    /// Deployments as the API server returned them, for the status.
+    deployments: BTreeMap<String, Deployment>,
+    /// Every write, for the pass's one Event.
+    changes: Vec<(Verb, render::Kind, String)>,
+}
 
 /// The admin token and origin credentials, or why they cannot be had.
 async fn inputs(
@@ -180,7 +198,7 @@ async fn inputs(
     state: &State,
     namespace: &str,
     uid: &str,
-    fresh: &mut Fresh,
+    written: &mut Written,
 ) -> Result<Result<Inputs, Vec<Blocker>>> {
     let client = &state.ctx.client;
     let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -195,7 +213,7 @@ async fn inputs(
         Err(blockers) => return Ok(Err(blockers)),
     };
     let admin_token = admin_token(dist, state, namespace, &secret_api).await?;
-    let shield_address = match shield_address(dist, state, namespace, uid, fresh).await? {
+    let shield_address = match shield_address(dist, state, namespace, uid, written).await? {
         Ok(address) => address,
         Err(blocker) => return Ok(Err(vec![blocker])),
     };
@@ -212,7 +230,7 @@ async fn shield_address(
     state: &State,
     namespace: &str,
     uid: &str,
-    fresh: &mut Fresh,
+    written: &mut Written,
 ) -> Result<std::result::Result<Option<String>, Blocker>> {
     let Some(manifest) = render::shield_service(dist) else {
         return Ok(Ok(None));
@@ -242,20 +260,17 @@ async fn shield_address(
     match apply::apply(&state.ctx.client, namespace, uid, &manifest, live.as_ref()).await? {
         Applied::Conflict(blocker) => Ok(Err(blocker)),
         Applied::Unchanged => Ok(Ok(live.and_then(|l| cluster_ip(l.json.get("spec"))))),
-        Applied::Written(_, service) => {
-            let note = format!(
-                "created Service {} first: the other regions' edges fetch through it",
-                manifest.name
-            );
-            let related = events::owned_ref(manifest.kind, namespace, &manifest.name);
-            let event = events::event(EventType::Normal, "Created", "Apply", note, Some(related));
-            events::publish(&state.ctx.recorder, dist.object_ref(&()), vec![event]);
+        Applied::Written(change, service) => {
+            // Written before the rest: the other regions' edges fetch through it.
+            written
+                .changes
+                .push((verb(change), manifest.kind, manifest.name.clone()));
             let address = cluster_ip(service.data.get("spec"));
             let json = serde_json::to_value(&*service).map_err(|source| Error::Serialize {
                 what: "the shield Service",
                 source,
             })?;
-            fresh.insert((manifest.kind, manifest.name.clone()), json);
+            written.fresh.insert((manifest.kind, manifest.name.clone()), json);
             Ok(Ok(address))
         }
     }
@@ -292,19 +307,21 @@ async fn admin_token(
 
 /// Applies every manifest that differs from its live object, then deletes what is no longer
 /// rendered. Returns the name conflicts that stopped it (nothing is written then).
+///
+/// The writes of one wave are sent together (a Distribution is fifteen objects or more; one
+/// round trip after the other made creation as slow as the sum of them), waves in order.
 async fn converge(
     dist: &Distribution,
     state: &State,
     namespace: &str,
     uid: &str,
     manifests: &[Manifest],
-    fresh: &Fresh,
-    deployments: &mut BTreeMap<String, Deployment>,
+    written: &mut Written,
 ) -> Result<Vec<Blocker>> {
     let client = &state.ctx.client;
     let live: Vec<_> = manifests
         .iter()
-        .map(|m| match fresh.get(&(m.kind, m.name.clone())) {
+        .map(|m| match written.fresh.get(&(m.kind, m.name.clone())) {
             Some(json) => Some(Live {
                 json: json.clone(),
                 controller_uid: Some(uid.to_owned()),
@@ -320,90 +337,98 @@ async fn converge(
     if !conflicts.is_empty() {
         return Ok(conflicts);
     }
-    let mut changes = Vec::new();
-    let mut notes = Vec::new();
-    for (manifest, live) in manifests.iter().zip(&live) {
-        match apply::apply(client, namespace, uid, manifest, live.as_ref()).await? {
-            Applied::Unchanged => {}
-            Applied::Conflict(blocker) => return Ok(vec![blocker]),
-            Applied::Written(change, obj) => {
-                let (reason, verb) = match change {
-                    Change::Created => ("Created", "created"),
-                    Change::Updated => ("Updated", "updated"),
-                };
-                let what = format!("{verb} {} {}", manifest.kind.name(), manifest.name);
-                let related = events::owned_ref(manifest.kind, namespace, &manifest.name);
-                notes.push(events::event(
-                    EventType::Normal,
-                    reason,
-                    "Apply",
-                    what.clone(),
-                    Some(related),
-                ));
-                changes.push(what);
-                if manifest.kind == render::Kind::Deployment
-                    && let Ok(deployment) = obj.try_parse::<Deployment>()
-                {
-                    deployments.insert(manifest.name.clone(), deployment);
+    for wave in [Wave::First, Wave::Second] {
+        let writes: Vec<_> = manifests
+            .iter()
+            .zip(&live)
+            .filter(|(m, _)| Wave::of(m.kind) == wave)
+            .map(|(manifest, live)| apply_one(client, namespace, uid, manifest, live.as_ref()))
+            .collect();
+        let applied: Vec<_> = futures::stream::iter(writes)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut conflict = None;
+        for (manifest, applied) in applied {
+            match applied? {
+                Applied::Unchanged => {}
+                Applied::Conflict(blocker) => conflict = conflict.or(Some(blocker)),
+                Applied::Written(change, obj) => {
+                    written
+                        .changes
+                        .push((verb(change), manifest.kind, manifest.name.clone()));
+                    if manifest.kind == render::Kind::Deployment
+                        && let Ok(deployment) = obj.try_parse::<Deployment>()
+                    {
+                        written.deployments.insert(manifest.name.clone(), deployment);
+                    }
                 }
             }
+        }
+        if let Some(blocker) = conflict {
+            return Ok(vec![blocker]);
         }
     }
     let deleted =
         apply::delete_orphans(client, &state.stores, namespace, &dist.name_any(), uid, manifests).await?;
-    if !changes.is_empty() {
+    if !written.changes.is_empty() {
+        let changes: Vec<String> = written
+            .changes
+            .iter()
+            .map(|(verb, kind, name)| format!("{} {} {name}", verb.word(), kind.name()))
+            .collect();
         tracing::info!(distribution = %object_key(dist), changes = ?changes, "applied");
     }
     if !deleted.is_empty() {
         tracing::info!(distribution = %object_key(dist), deleted = ?deleted, "deleted objects no longer rendered");
     }
-    for (kind, name) in deleted {
-        let note = format!("deleted {} {name}: no longer in the spec", kind.name());
-        let related = events::owned_ref(kind, namespace, &name);
-        notes.push(events::event(
-            EventType::Normal,
-            "Deleted",
-            "Delete",
-            note,
-            Some(related),
-        ));
-    }
-    events::publish(&state.ctx.recorder, dist.object_ref(&()), notes);
+    written.changes.extend(
+        deleted
+            .into_iter()
+            .map(|(kind, name)| (Verb::Deleted, kind, name)),
+    );
     Ok(Vec::new())
 }
 
-/// An Event for each condition whose status or reason changed.
-fn publish_condition_changes(
-    state: &State,
-    dist: &Distribution,
-    before: &DistributionStatus,
-    after: &DistributionStatus,
-) {
-    let mut changed = Vec::new();
-    for condition in &after.conditions {
-        let unchanged = before.conditions.iter().any(|c| {
-            c.type_ == condition.type_ && c.status == condition.status && c.reason == condition.reason
-        });
-        if unchanged {
-            continue;
+/// [`apply::apply`], with the manifest it was for.
+async fn apply_one<'a>(
+    client: &kube::Client,
+    namespace: &str,
+    uid: &str,
+    manifest: &'a Manifest,
+    live: Option<&Live>,
+) -> (&'a Manifest, Result<Applied>) {
+    (
+        manifest,
+        apply::apply(client, namespace, uid, manifest, live).await,
+    )
+}
+
+/// Requests one pass sends at a time; with the controller's concurrency this bounds the
+/// connections a burst of new Distributions opens to the API server.
+const WRITES_IN_FLIGHT: usize = 8;
+
+/// Objects are written in two waves: a RoleBinding only after its Role (the API server checks
+/// the permissions it grants against the Role's rules), a Deployment only after what its pods
+/// use (ServiceAccount, Secret, ConfigMap).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wave {
+    First,
+    Second,
+}
+
+impl Wave {
+    fn of(kind: render::Kind) -> Self {
+        match kind {
+            render::Kind::RoleBinding | render::Kind::Deployment => Wave::Second,
+            _ => Wave::First,
         }
-        let warning = condition.type_ == "Degraded" && condition.status == "True";
-        let type_ = if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let note = format!(
-            "{} is {}: {}",
-            condition.type_, condition.status, condition.message
-        );
-        changed.push(events::event(
-            type_,
-            &condition.reason,
-            &condition.type_,
-            note,
-            None,
-        ));
     }
-    events::publish(&state.ctx.recorder, dist.object_ref(&()), changed);
+}
+
+fn verb(change: Change) -> Verb {
+    match change {
+        Change::Created => Verb::Created,
+        Change::Updated => Verb::Updated,
+    }
 }

@@ -280,7 +280,12 @@ async fn acknowledged(response: reqwest::Result<reqwest::Response>) -> std::resu
 
 fn publish(state: &State, inval: &Invalidation, type_: EventType, reason: &str, note: String) {
     let event = events::event(type_, reason, "Invalidate", note, None);
-    events::publish(&state.ctx.recorder, inval.object_ref(&()), vec![event]);
+    events::publish(
+        &state.ctx.client,
+        &state.ctx.reporter,
+        inval.object_ref(&()),
+        vec![event],
+    );
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 pub use crate::render::Settings;
 use crate::telemetry::Metrics;
@@ -31,8 +31,8 @@ pub const FIELD_MANAGER: &str = "edgefleet-operator";
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// Publishes Events on the objects we reconcile.
-    pub recorder: Recorder,
+    /// Names this operator instance in the Events it publishes.
+    pub reporter: Reporter,
     /// Reconcile metrics.
     pub metrics: Arc<Metrics>,
     /// Chart settings.
@@ -51,7 +51,7 @@ impl Context {
             instance: Some(instance),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             metrics,
             settings,

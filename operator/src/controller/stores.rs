@@ -2,6 +2,7 @@
 //! instead of the API, so a pass over a converged Distribution sends no request at all, and the
 //! same watches are the controllers' triggers.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
@@ -87,8 +88,28 @@ where
 }
 
 /// A cache of `K` objects carrying the operator's `managed-by` label, without their
-/// `managedFields` (often bigger than the object itself and never read here).
+/// `managedFields` (often bigger than the object itself and never read here); every change of
+/// one triggers a pass.
 fn owned<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, Trigger<K>)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    owned_with(client, namespace, |obj: &K| {
+        fingerprint(&obj.meta().resource_version)
+    })
+}
+
+/// Like [`owned`], but a change triggers a pass only when `relevant` (what a pass reads of
+/// the object) changed, or the object went. Other controllers write the status of Deployments
+/// and PodDisruptionBudgets every time a pod moves; most of those writes change nothing a pass
+/// reads, and at a thousand Distributions the passes they woke were most passes.
+fn owned_with<K>(client: &Client, namespace: Option<&str>, relevant: fn(&K) -> u64) -> (Store<K>, Trigger<K>)
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -102,13 +123,90 @@ where
     let config = watcher::Config::default()
         .labels(names::MANAGED_SELECTOR)
         .any_semantic();
+    let mut seen = ChangeFilter::default();
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
-        .modify(|obj| obj.managed_fields_mut().clear())
+        .modify(slim)
         .reflect(writer)
+        .filter(move |event| futures::future::ready(seen.changed(event, relevant)))
         .touched_objects()
         .boxed();
     (reader, stream)
+}
+
+/// Drops what no pass reads from a cached object: `managedFields` and a client-side
+/// `last-applied-configuration` (each often bigger than the object itself).
+fn slim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A hash of `value`, for the change filters.
+fn fingerprint(value: &impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a pass reads of an owned object's metadata: its generation (the spec), labels,
+/// annotations and controller.
+fn metadata_fingerprint<K: Resource>(obj: &K) -> u64 {
+    let meta = obj.meta();
+    let owners: Vec<(&str, Option<bool>)> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|r| (r.uid.as_str(), r.controller))
+        .collect();
+    fingerprint(&(meta.generation, &meta.labels, &meta.annotations, owners))
+}
+
+/// A Deployment's spec and metadata, and the replica counts the status is computed from.
+fn deployment_fingerprint(deployment: &Deployment) -> u64 {
+    let status = deployment.status.as_ref();
+    fingerprint(&(
+        metadata_fingerprint(deployment),
+        status.and_then(|s| s.observed_generation),
+        status.and_then(|s| s.replicas),
+        status.and_then(|s| s.updated_replicas),
+        status.and_then(|s| s.ready_replicas),
+    ))
+}
+
+/// Passes watch events on when the object is new, went, or its fingerprint changed.
+#[derive(Default)]
+struct ChangeFilter {
+    last: std::collections::HashMap<(Option<String>, String), u64>,
+}
+
+impl ChangeFilter {
+    fn changed<K: Resource>(
+        &mut self,
+        event: &Result<watcher::Event<K>, watcher::Error>,
+        relevant: fn(&K) -> u64,
+    ) -> bool {
+        let key = |obj: &K| {
+            (
+                obj.meta().namespace.clone(),
+                obj.meta().name.clone().unwrap_or_default(),
+            )
+        };
+        match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                let fingerprint = relevant(obj);
+                self.last.insert(key(obj), fingerprint) != Some(fingerprint)
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                self.last.remove(&key(obj));
+                true
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => true,
+        }
+    }
 }
 
 impl Stores {
@@ -170,8 +268,8 @@ impl Stores {
         let (secrets, secret_stream) = owned(client, namespace);
         let (config_maps, cm_stream) = owned(client, namespace);
         let (services, svc_stream) = owned(client, namespace);
-        let (disruption_budgets, pdb_stream) = owned(client, namespace);
-        let (deployments, deploy_stream) = owned(client, namespace);
+        let (disruption_budgets, pdb_stream) = owned_with(client, namespace, metadata_fingerprint);
+        let (deployments, deploy_stream) = owned_with(client, namespace, deployment_fingerprint);
         let (ingresses, ingress_stream) = if settings.ingress.watched() {
             let (store, stream) = owned(client, namespace);
             (Some(store), stream)
