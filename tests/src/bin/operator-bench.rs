@@ -3,13 +3,20 @@
 //! operator's peak RSS and CPU time, and Kubernetes API requests per reconcile.
 //!
 //! Run through `operator/bench/scale.sh [N...]` (release build); defaults to 10 100 1000.
+//!
+//! On stderr, per run: when the operator had created every Deployment, when every simulated pod
+//! was Ready (all Deployments report their replica ready), the CPU seconds of each control-plane
+//! component, and the operator's request counts. With `EDGEFLEET_BENCH_LOGS=DIR` the operator's
+//! log of each run is copied there.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::Cluster;
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -54,8 +61,15 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
         let api = distributions(cluster.client().await?, &ns);
 
+        let cpu_before = cluster.dir().map(component_cpu).unwrap_or_default();
+        let allocations_before = cluster_ip_allocations(cluster).await?;
         let started = Instant::now();
         let all_ready = tokio::spawn(wait_all_ready(api.clone(), n, Duration::from_secs(900)));
+        let deployments = tokio::spawn(follow_deployments(
+            Api::namespaced(cluster.client().await?, &ns),
+            REGIONS.len() * n,
+            started,
+        ));
         futures::stream::iter(0..n)
             .map(|i| {
                 let api = api.clone();
@@ -71,6 +85,30 @@ async fn main() -> anyhow::Result<()> {
         all_ready.await??;
         let took = started.elapsed();
         let (rss_mib, cpu_s) = process_usage(pid)?;
+        let cpu_after = cluster.dir().map(component_cpu).unwrap_or_default();
+        // Both milestones come before every Distribution is Ready, so the watch has seen them.
+        deployments.abort();
+        if let Ok(Ok(milestones)) = deployments.await {
+            eprintln!("bench-{n}: {milestones}");
+        }
+        let cpu: Vec<String> = cpu_after
+            .iter()
+            .map(|(name, after)| {
+                let before = cpu_before.get(name).copied().unwrap_or(0.0);
+                format!("{name} {:.1}", after - before)
+            })
+            .collect();
+        eprintln!("bench-{n}: CPU seconds during the run: {}", cpu.join(", "));
+        let allocations = cluster_ip_allocations(cluster).await?;
+        eprintln!(
+            "bench-{n}: {:.0} Service ClusterIPs allocated in {:.1} s (one at a time in the API server)",
+            allocations.0 - allocations_before.0,
+            allocations.1 - allocations_before.1
+        );
+        if let Some(dir) = std::env::var_os("EDGEFLEET_BENCH_LOGS") {
+            let copy = Path::new(&dir).join(format!("operator-bench-{n}.log"));
+            std::fs::write(&copy, operator.log())?;
+        }
         let metrics = reqwest::get(format!("{}/metrics", operator.base_url()))
             .await?
             .text()
@@ -137,6 +175,106 @@ async fn wait_all_ready(api: Api<DynamicObject>, n: usize, deadline: Duration) -
         Ok(result) => result,
         Err(_) => anyhow::bail!("only {}/{n} Ready after {deadline:?}", ready.len()),
     }
+}
+
+/// When the last of `total` Deployments appeared and when the last became ready.
+#[derive(Default)]
+struct Milestones {
+    created: Option<Duration>,
+    ready: Option<Duration>,
+}
+
+impl std::fmt::Display for Milestones {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        write!(
+            f,
+            "every Deployment created after {}, every pod Ready (all Deployments ready) after {}",
+            show(self.created),
+            show(self.ready)
+        )
+    }
+}
+
+/// Follows the Deployments behind `api` until all `total` exist and are ready; the times count
+/// from `started`. Ends early (with what it has) when aborted, which the caller does once every
+/// Distribution is Ready.
+async fn follow_deployments(
+    api: Api<Deployment>,
+    total: usize,
+    started: Instant,
+) -> anyhow::Result<Milestones> {
+    let mut seen = HashSet::new();
+    let mut ready = HashSet::new();
+    let mut milestones = Milestones::default();
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(events);
+    while let Some(event) = events.try_next().await? {
+        if let Event::Apply(d) | Event::InitApply(d) = event {
+            let name = d.name_any();
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready_replicas = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+            if ready_replicas >= replicas {
+                ready.insert(name.clone());
+            } else {
+                ready.remove(&name);
+            }
+            seen.insert(name);
+        }
+        if milestones.created.is_none() && seen.len() >= total {
+            milestones.created = Some(started.elapsed());
+        }
+        if milestones.ready.is_none() && ready.len() >= total {
+            milestones.ready = Some(started.elapsed());
+            return Ok(milestones);
+        }
+    }
+    Ok(milestones)
+}
+
+/// How many Service ClusterIPs the API server has allocated, and the seconds that took. The API
+/// server allocates them one at a time (the allocator holds a lock while it creates each
+/// IPAddress object), so the sum is time no amount of client concurrency shortens.
+async fn cluster_ip_allocations(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
+    let metrics = cluster.kubectl(&["get", "--raw", "/metrics"]).await?.stdout;
+    let name = "kube_apiserver_clusterip_allocator_allocation_duration_seconds";
+    Ok((
+        sum_metric(&metrics, &format!("{name}_count"), |_| true),
+        sum_metric(&metrics, &format!("{name}_sum"), |_| true),
+    ))
+}
+
+/// CPU seconds (user + system) of each process whose command line names `dir` (the components
+/// of the bench's control plane), by command name.
+fn component_cpu(dir: &Path) -> BTreeMap<String, f64> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut cpu = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return cpu;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("?", |(_, name)| name).to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        *cpu.entry(name).or_insert(0.0) += ticks / 100.0;
+    }
+    cpu
 }
 
 fn distributions(client: kube::Client, ns: &str) -> Api<DynamicObject> {
