@@ -1,5 +1,5 @@
 //! Issue 4, traffic through the fleets the operator builds: an origin shield that makes the
-//! origin see one fetch per object, a TTL change that reaches running edges without a restart,
+//! origin see one fetch per object with several edges in every region, a TTL change that reaches running edges without a restart,
 //! a Secret that disappears and comes back, two operator replicas of which only the leader
 //! writes and the other takes over when it dies, and the zones the EndpointSlices of the
 //! Service over every region carry.
@@ -223,10 +223,9 @@ impl Setup {
         String::from_utf8(data["admin-token"].0.clone()).expect("UTF-8 token")
     }
 
-    /// The configuration generation an edge reports on its admin API.
-    async fn config_generation(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<u64> {
-        let status: Value = self
-            .http
+    /// What an edge reports on its admin API's `/status`.
+    async fn status(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<Value> {
+        self.http
             .get(format!("http://{}/status", edge.admin))
             .bearer_auth(token)
             .send()
@@ -235,7 +234,12 @@ impl Setup {
             .map_err(|e| http_error(&edge.name, e))?
             .json()
             .await
-            .map_err(|e| http_error(&edge.name, e))?;
+            .map_err(|e| http_error(&edge.name, e))
+    }
+
+    /// The configuration generation an edge reports on its admin API.
+    async fn config_generation(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<u64> {
+        let status = self.status(edge, token).await?;
         status["generation"].as_u64().ok_or_else(|| Error::Invalid {
             what: format!("/status of {}", edge.name),
             reason: format!("no generation in {status}"),
@@ -444,9 +448,9 @@ async fn with_an_origin_shield_the_origin_sees_one_fetch_per_object() {
     let setup = Setup::start("shield", &[], true).await;
     let operator = setup.operator("shield-0", &[]).await;
     let origin = Origin::start().await;
-    // One edge per region: each edge has its own cache, so with several shield edges behind
-    // the shield's Service the origin would see one fetch per shield edge.
-    let regions = [("eu-west", 1), ("us-east", 1), ("ap-south", 1)];
+    // Two edges per region, each with its own cache: the edges send each object to one edge of
+    // the shield region, which they learn from the EndpointSlices of its Service.
+    let regions = [("eu-west", 2), ("us-east", 2), ("ap-south", 2)];
     let mut manifest = http_distribution("shielded", &origin.url(), &regions);
     manifest["spec"]["originShield"] = json!({"region": "eu-west"});
     setup.kubectl_apply(&manifest).await;
@@ -454,36 +458,76 @@ async fn with_an_origin_shield_the_origin_sees_one_fetch_per_object() {
         .wait_condition("shielded", ("Ready", "True", "AllRegionsReady"), &[&operator])
         .await;
 
-    let mut edges = BTreeMap::new();
-    for (region, _) in regions {
-        let edge = setup.ready_edges("shielded", region, 1).await.remove(0);
-        edges.insert(region, edge);
+    let mut edges = Vec::new();
+    for (region, replicas) in regions {
+        let count = usize::try_from(replicas).expect("a replica count");
+        for edge in setup.ready_edges("shielded", region, count).await {
+            edges.push((region, edge));
+        }
+    }
+    let shield_edges: BTreeSet<String> = edges
+        .iter()
+        .filter(|(region, _)| *region == "eu-west")
+        .map(|(_, edge)| edge.data.to_string())
+        .collect();
+    // Each edge routes by the list it watches; until every one knows both shield edges (and each
+    // shield edge itself), two edges could send one object to different shield edges.
+    let token = setup.admin_token("shielded").await;
+    for (region, edge) in &edges {
+        let view = wait_for(
+            &format!(
+                "{} ({region}) to know the shield edges {shield_edges:?}",
+                edge.name
+            ),
+            CONVERGE,
+            || async {
+                let shield = setup.status(edge, &token).await?["originShield"].clone();
+                let known: BTreeSet<String> = shield["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["address"].as_str().map(str::to_owned))
+                    .collect();
+                let itself = *region != "eu-west" || shield["selfListed"] == true;
+                Ok((known == shield_edges && itself).then_some(shield))
+            },
+        )
+        .await;
+        let view = or_logs(view, &[&operator]);
+        let role = if *region == "eu-west" { "shield" } else { "outside" };
+        assert_eq!(view["role"], role, "{}: {view}", edge.name);
     }
 
-    // The shield region first, then the others: each region answers Miss, then Hit, and only
-    // the shield's Miss reached the origin.
-    for region in ["eu-west", "us-east", "ap-south"] {
-        let edge = &edges[region];
+    // Every edge answers Miss, then Hit; only the first Miss reached the origin.
+    for (region, edge) in &edges {
         for expected in ["Miss", "Hit"] {
             let (status, cache, location) = setup.get(edge, "/shared.txt").await;
             assert_eq!(
                 (status, cache.as_str(), location.as_str()),
-                (200, format!("{expected} from edgefleet").as_str(), region),
-                "{region}"
+                (200, format!("{expected} from edgefleet").as_str(), *region),
+                "{}",
+                edge.name
             );
         }
     }
     assert_eq!(origin.requests("/shared.txt").await, 1, "one origin fetch");
 
-    // A region outside the shield first: its fetch went through the shield, which therefore
-    // answers the object from its cache without asking the origin again.
-    let (_, cache, _) = setup.get(&edges["ap-south"], "/late.txt").await;
-    assert_eq!(cache, "Miss from edgefleet");
-    let (_, cache, _) = setup.get(&edges["eu-west"], "/late.txt").await;
-    assert_eq!(cache, "Hit from edgefleet", "the shield cached ap-south's fetch");
-    let (_, cache, _) = setup.get(&edges["us-east"], "/late.txt").await;
-    assert_eq!(cache, "Miss from edgefleet");
-    assert_eq!(origin.requests("/late.txt").await, 1, "one origin fetch");
+    // New objects, each asked of every edge of every region, each time starting with another
+    // edge (of the shield region or not): still one origin fetch per object.
+    for i in 0..2 * edges.len() {
+        let path = format!("/object-{i}.txt");
+        for n in 0..edges.len() {
+            let (region, edge) = &edges[(i + n) % edges.len()];
+            let (status, _, location) = setup.get(edge, &path).await;
+            assert_eq!(
+                (status, location.as_str()),
+                (200, *region),
+                "{path} from {}",
+                edge.name
+            );
+        }
+        assert_eq!(origin.requests(&path).await, 1, "{path}: one origin fetch");
+    }
 }
 
 #[tokio::test]
