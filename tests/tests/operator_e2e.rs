@@ -857,6 +857,22 @@ async fn each_alias_gets_an_ingress_that_goes_with_the_alias_or_the_setting() {
     );
     assert!(!fleet.log().contains("forbidden"), "{}", fleet.log());
 
+    // Other settings (no TLS, no annotations): the fields they no longer give are taken out.
+    if let Some(old) = fleet.operator.take() {
+        old.kill().await.expect("stop the operator");
+    }
+    let plain = ["--ingress", "enabled", "--ingress-class-name", "edge"];
+    fleet.operator = Some(fleet.start_operator("ingress-1", &plain).await);
+    wait_for("TLS and the annotation to be taken out", CONVERGE, || async {
+        let found = ingresses(&fleet, "shop").await;
+        let updated = found.get("shop-www.shop.test").is_some_and(|i| {
+            route(i).3.is_none() && !i.annotations().contains_key("cert-manager.io/cluster-issuer")
+        });
+        Ok(updated.then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+
     // Ingresses turned off: the chart keeps only the right to delete them, and the operator does.
     if let Some(old) = fleet.operator.take() {
         old.kill().await.expect("stop the operator");
@@ -898,7 +914,7 @@ async fn each_alias_gets_an_ingress_that_goes_with_the_alias_or_the_setting() {
         .flat_map(|r| r.verbs.clone())
         .collect();
     assert_eq!(ingress_verbs, ["list", "watch", "delete"]);
-    fleet.operator = Some(fleet.start_operator("ingress-1", &["--ingress", "remove"]).await);
+    fleet.operator = Some(fleet.start_operator("ingress-2", &["--ingress", "remove"]).await);
     wait_for("the Ingresses to be deleted", CONVERGE, || async {
         Ok(ingresses(&fleet, "shop").await.is_empty().then_some(()))
     })
