@@ -12,6 +12,7 @@ mod metrics;
 mod origin;
 mod proxy;
 mod server;
+mod startup;
 
 /// Fuzzing knobs for the property tests.
 #[cfg(test)]
@@ -108,8 +109,11 @@ async fn run(cli: Cli) -> Result<()> {
         (None, None) => return Err(error::Error::NoSource),
     };
     let loader = Loader::new(source, cli.region.clone());
-    let config = loader.source.read().await?;
-    let runtime = loader.compile(config, None)?;
+    let Some(runtime) = startup::first_runtime(&loader, cli.listen_admin, wait_for_shutdown_signal()).await?
+    else {
+        tracing::info!("stopped before any configuration was loaded");
+        return Ok(());
+    };
     let mut listen = runtime.config.listen.clone();
     listen.data = cli.listen_data.unwrap_or(listen.data);
     listen.admin = cli.listen_admin.unwrap_or(listen.admin);

@@ -105,3 +105,62 @@ async fn the_edge_follows_its_config_map() {
     assert_eq!(generation(&edge).await, applied);
     assert_eq!(edge.get("/page").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_started_before_its_config_map_waits_for_it_without_exiting() {
+    let cluster = Cluster::shared().await.expect("local control plane");
+    let namespace = cluster.fresh_namespace("edge-cm-late").await.expect("namespace");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.expect("client"), &namespace);
+
+    let origin = Origin::start().await;
+    origin.route("/page", Reply::ok("page"));
+    let dir = tempfile::tempdir().expect("dir");
+    let (config, data, admin) = Edge::prepare(base_config(&origin.url()), &dir);
+    let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
+    let args = vec!["--config-map".to_owned(), format!("{namespace}/late")];
+    let (data_addr, admin_addr) = (data.to_string(), admin.to_string());
+    let mut edge = Edge::launch(
+        &args,
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            (edgefleet_config::LISTEN_DATA_ENV, &data_addr),
+            (edgefleet_config::LISTEN_ADMIN_ENV, &admin_addr),
+        ],
+        dir,
+        data,
+        admin,
+    );
+
+    // Alive but not ready, saying why, while the ConfigMap does not exist.
+    let mut waiting = None;
+    eventually(
+        Duration::from_secs(20),
+        "the edge answers its probes while it waits",
+        async || {
+            let Ok(ready) = edge.admin_request(Method::GET, "/readyz", None, false).await else {
+                return false;
+            };
+            waiting = Some(ready.text());
+            ready.status == 503
+        },
+    )
+    .await;
+    let waiting = waiting.unwrap_or_default();
+    assert!(
+        waiting.contains("waiting for configuration") && waiting.contains("not found"),
+        "{waiting}"
+    );
+    let health = edge.admin_request(Method::GET, "/healthz", None, false).await;
+    assert_eq!(health.map(|r| r.status.as_u16()), Ok(200));
+
+    api.create(&PostParams::default(), &config_map("late", &config))
+        .await
+        .expect("create ConfigMap");
+    edge.wait_ready().await;
+    assert_eq!(edge.get("/page").await.text(), "page");
+    assert!(
+        edge.log().contains("waiting for it"),
+        "the wait is logged:\n{}",
+        edge.log()
+    );
+}

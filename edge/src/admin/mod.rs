@@ -76,8 +76,25 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
     }
 }
 
-/// Ready once a configuration is loaded (the admin port only opens then) and until shutdown
-/// begins, so load balancers stop sending before connections close.
+/// The admin port while the edge waits for its first configuration: alive, not ready, and why.
+pub(crate) fn waiting_router(reason: tokio::sync::watch::Receiver<String>) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let why = reason.borrow().clone();
+            async move {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("waiting for configuration: {why}\n"),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Ready once a configuration is loaded (until then [`waiting_router`] answers) and until
+/// shutdown begins, so load balancers stop sending before connections close.
 async fn readyz(State(state): State<AdminState>) -> Response {
     if state.edge.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()

@@ -66,6 +66,12 @@ impl Source {
         }
     }
 
+    /// Whether the configuration comes from the cluster (and may appear later) rather than from
+    /// a file a person named.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Source::ConfigMap { .. })
+    }
+
     fn describe(&self) -> String {
         match self {
             Source::File(path) => path.display().to_string(),

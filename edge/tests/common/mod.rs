@@ -8,7 +8,7 @@ use std::{
     io::Read,
     net::{SocketAddr, TcpListener as StdListener},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -390,6 +390,19 @@ impl Edge {
         data: SocketAddr,
         admin: SocketAddr,
     ) -> Self {
+        let mut edge = Self::launch(args, env, dir, data, admin);
+        edge.wait_ready().await;
+        edge
+    }
+
+    /// Starts the binary with `args` without waiting for it.
+    pub fn launch(
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        data: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
         let config_path = dir.path().join("edge.yaml");
         let log = std::fs::File::create(dir.path().join("edge.log")).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_edgefleet-edge"));
@@ -399,22 +412,20 @@ impl Edge {
             .arg("5")
             .env("RUST_LOG", "edgefleet_edge=debug,info")
             .env_remove("EDGEFLEET_REGION")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log);
         for (k, v) in env {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn edgefleet-edge");
-        let mut edge = Self {
+        Self {
             child,
             data,
             admin,
             dir,
             config_path,
             client: client(),
-        };
-        edge.wait_ready().await;
-        edge
+        }
     }
 
     /// Waits for `/readyz`, failing with the edge's log if it exits or takes too long.
