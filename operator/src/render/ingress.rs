@@ -22,7 +22,7 @@ use crate::api::Distribution;
 /// Longest name of a Kubernetes object that is a DNS subdomain (Ingress, Secret).
 const MAX_NAME: usize = 253;
 /// Annotation naming the alias an Ingress serves: its name may be shortened, the host is not.
-pub const ALIAS_ANNOTATION: &str = "edgefleet.io/alias";
+const ALIAS_ANNOTATION: &str = "edgefleet.io/alias";
 /// Annotation with a hash of everything the operator renders into an Ingress. Applies are
 /// skipped when the live object already contains the rendered one, so a field that the settings
 /// no longer produce (TLS turned off, an annotation dropped) would otherwise linger: the hash
@@ -193,7 +193,7 @@ fn ingress(
 
 /// `<dist>-<alias>`, with a leading `*.` spelled `wildcard.` (names cannot hold `*`), shortened
 /// with a hash when it would be too long.
-pub fn ingress_name(distribution: &str, alias: &str) -> String {
+fn ingress_name(distribution: &str, alias: &str) -> String {
     let host = match alias.strip_prefix("*.") {
         Some(rest) => format!("wildcard.{rest}"),
         None => alias.to_owned(),

@@ -23,9 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, edge_config};
-pub use ingress::{
-    ALIAS_ANNOTATION, IngressSettings, Ingresses, InvalidSecretNameTemplate, SecretNameTemplate, ingress_name,
-};
+pub use ingress::{IngressSettings, Ingresses, InvalidSecretNameTemplate, SecretNameTemplate};
 pub use secrets::S3Credentials;
 
 use crate::api::{Distribution, EdgeSpec};
