@@ -27,8 +27,9 @@ use crate::{Error, Result};
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a Distribution that cannot be served is looked at again without any trigger.
 const RETRY_BLOCKED: Duration = Duration::from_secs(60);
-/// Distributions reconciled at once; bounds the burst of API requests after a restart.
-const CONCURRENCY: u16 = 32;
+/// Distributions reconciled at once. Each pass holds its rendered objects and the live ones as
+/// JSON while its writes wait for a permit, so more passes than permits only cost memory.
+const CONCURRENCY: u16 = 16;
 /// How long a Distribution's triggers are gathered into one pass: creating it, then its
 /// objects appearing and each region's Deployment becoming ready, wake it a dozen times within
 /// seconds; a pass after the last of a burst sees them all.
@@ -342,10 +343,10 @@ async fn converge(
             .iter()
             .zip(&live)
             .filter(|(m, _)| Wave::of(m.kind) == wave)
-            .map(|(manifest, live)| apply_one(client, namespace, uid, manifest, live.as_ref()))
+            .map(|(manifest, live)| apply_one(state, namespace, uid, manifest, live.as_ref()))
             .collect();
         let applied: Vec<_> = futures::stream::iter(writes)
-            .buffered(WRITES_IN_FLIGHT)
+            .buffered(PASS_WRITES_IN_FLIGHT)
             .collect()
             .await;
         let mut conflict = None;
@@ -390,23 +391,23 @@ async fn converge(
     Ok(Vec::new())
 }
 
-/// [`apply::apply`], with the manifest it was for.
+/// [`apply::apply`] once a write permit is free, with the manifest it was for.
 async fn apply_one<'a>(
-    client: &kube::Client,
+    state: &State,
     namespace: &str,
     uid: &str,
     manifest: &'a Manifest,
     live: Option<&Live>,
 ) -> (&'a Manifest, Result<Applied>) {
-    (
-        manifest,
-        apply::apply(client, namespace, uid, manifest, live).await,
-    )
+    // The semaphore is never closed: a permit always comes.
+    let _permit = state.ctx.writes.acquire().await.ok();
+    let applied = apply::apply(&state.ctx.client, namespace, uid, manifest, live).await;
+    (manifest, applied)
 }
 
-/// Requests one pass sends at a time; with the controller's concurrency this bounds the
-/// connections a burst of new Distributions opens to the API server.
-const WRITES_IN_FLIGHT: usize = 8;
+/// Writes one pass sends at a time (all passes together send at most the context's
+/// permits).
+const PASS_WRITES_IN_FLIGHT: usize = 8;
 
 /// Objects are written in two waves: a RoleBinding only after its Role (the API server checks
 /// the permissions it grants against the Role's rules), a Deployment only after what its pods

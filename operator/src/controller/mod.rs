@@ -24,6 +24,12 @@ pub use backoff::Backoff;
 /// How long in-flight passes get to finish once shutdown begins (the chart's pods get 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Object writes in flight at once, over every pass. The API server allocates Service
+/// ClusterIPs one at a time; with hundreds of Service writes queued behind that, each waited
+/// over a minute and failed with a 504. A bound also bounds the client's connections (HTTP/1.1:
+/// one per request in flight), and with them the operator's memory.
+const WRITES_IN_FLIGHT: usize = 24;
+
 /// The field manager every server-side apply of this operator uses.
 pub const FIELD_MANAGER: &str = "edgefleet-operator";
 
@@ -41,6 +47,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// The one namespace reconciled, or `None` for all of them.
     pub watch_namespace: Option<String>,
+    /// Permits for object writes, [`WRITES_IN_FLIGHT`] in all.
+    pub writes: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -57,6 +65,7 @@ impl Context {
             settings,
             backoff: Backoff::default(),
             watch_namespace: None,
+            writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
         }
     }
 
