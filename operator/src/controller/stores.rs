@@ -100,16 +100,25 @@ where
         + Sync
         + 'static,
 {
-    owned_with(client, namespace, |obj: &K| {
-        fingerprint(&obj.meta().resource_version)
-    })
+    owned_with(
+        client,
+        namespace,
+        |obj: &K| fingerprint(&obj.meta().resource_version),
+        slim,
+    )
 }
 
 /// Like [`owned`], but a change triggers a pass only when `relevant` (what a pass reads of
-/// the object) changed, or the object went. Other controllers write the status of Deployments
-/// and PodDisruptionBudgets every time a pod moves; most of those writes change nothing a pass
-/// reads, and at a thousand Distributions the passes they woke were most passes.
-fn owned_with<K>(client: &Client, namespace: Option<&str>, relevant: fn(&K) -> u64) -> (Store<K>, Trigger<K>)
+/// the object) changed, or the object went, and `trim` drops more of what no pass reads.
+/// Other controllers write the status of Deployments and PodDisruptionBudgets every time a pod
+/// moves; most of those writes change nothing a pass reads, and at a thousand Distributions the
+/// passes they woke were most passes.
+fn owned_with<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    relevant: fn(&K) -> u64,
+    trim: fn(&mut K),
+) -> (Store<K>, Trigger<K>)
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -126,7 +135,7 @@ where
     let mut seen = ChangeFilter::default();
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
-        .modify(slim)
+        .modify(trim)
         .reflect(writer)
         .filter(move |event| futures::future::ready(seen.changed(event, relevant)))
         .touched_objects()
@@ -141,6 +150,20 @@ fn slim<K: Resource>(obj: &mut K) {
     if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
+}
+
+/// [`slim`], and the status conditions (only the replica counts are read).
+fn slim_deployment(deployment: &mut Deployment) {
+    slim(deployment);
+    if let Some(status) = deployment.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// [`slim`], and the status (never read).
+fn slim_disruption_budget(budget: &mut PodDisruptionBudget) {
+    slim(budget);
+    budget.status = None;
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -268,8 +291,10 @@ impl Stores {
         let (secrets, secret_stream) = owned(client, namespace);
         let (config_maps, cm_stream) = owned(client, namespace);
         let (services, svc_stream) = owned(client, namespace);
-        let (disruption_budgets, pdb_stream) = owned_with(client, namespace, metadata_fingerprint);
-        let (deployments, deploy_stream) = owned_with(client, namespace, deployment_fingerprint);
+        let (disruption_budgets, pdb_stream) =
+            owned_with(client, namespace, metadata_fingerprint, slim_disruption_budget);
+        let (deployments, deploy_stream) =
+            owned_with(client, namespace, deployment_fingerprint, slim_deployment);
         let (ingresses, ingress_stream) = if settings.ingress.watched() {
             let (store, stream) = owned(client, namespace);
             (Some(store), stream)
@@ -453,4 +478,62 @@ where
         .iter()
         .map(|obj| obj.name_any())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn deployment(resource_version: &str, generation: i64, ready: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("site-eu".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(resource_version.into()),
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(ready),
+                conditions: Some(Vec::new()),
+                ..DeploymentStatus::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    fn changed(filter: &mut ChangeFilter, event: watcher::Event<Deployment>) -> bool {
+        filter.changed(&Ok(event), deployment_fingerprint)
+    }
+
+    #[test]
+    fn only_what_a_pass_reads_wakes_it() {
+        let mut filter = ChangeFilter::default();
+        assert!(changed(&mut filter, watcher::Event::Apply(deployment("1", 1, 0))));
+        // Another controller's status write that changes no count a pass reads.
+        assert!(!changed(
+            &mut filter,
+            watcher::Event::Apply(deployment("2", 1, 0))
+        ));
+        assert!(changed(&mut filter, watcher::Event::Apply(deployment("3", 1, 1))));
+        // Someone edited the spec.
+        assert!(changed(&mut filter, watcher::Event::Apply(deployment("4", 2, 1))));
+    }
+
+    #[test]
+    fn a_deleted_object_always_wakes_and_comes_back_as_new() {
+        let mut filter = ChangeFilter::default();
+        assert!(changed(
+            &mut filter,
+            watcher::Event::InitApply(deployment("1", 1, 1))
+        ));
+        assert!(changed(
+            &mut filter,
+            watcher::Event::Delete(deployment("1", 1, 1))
+        ));
+        assert!(changed(&mut filter, watcher::Event::Apply(deployment("5", 1, 1))));
+    }
 }
