@@ -193,7 +193,6 @@ impl Origins {
     ) -> Result<Fetched, OriginError> {
         if cacheable && let Some(shield) = &self.shield {
             let plan = shield.plan(request);
-            let mut last = None;
             for peer in plan.peers {
                 let Some(to) = shield::authority(peer) else {
                     continue;
@@ -212,27 +211,16 @@ impl Origins {
                     }
                     Err(failure) if failure.try_another => {
                         tracing::debug!(%peer, error = %failure.error, "shield edge unreachable; trying the next");
-                        last = Some(failure.error);
                     }
                     Err(failure) => return Err(failure.error),
                 }
             }
-            match (plan.then, last) {
-                (Then::Origin, _) => {}
-                (Then::Url, _) => {
-                    let response = shield.client.send(request, body).await?;
-                    return Ok(Fetched {
-                        response,
-                        origin: shield.client.id().clone(),
-                    });
-                }
-                (Then::Fail, Some(error)) => return Err(error),
-                (Then::Fail, None) => {
-                    return Err(OriginError::Unreachable {
-                        origin: shield.client.id().clone(),
-                        reason: "no shield edge to fetch from".into(),
-                    });
-                }
+            if plan.then == Then::Url {
+                let response = shield.client.send(request, body).await?;
+                return Ok(Fetched {
+                    response,
+                    origin: shield.client.id().clone(),
+                });
             }
         }
         self.send_to_target(target, request, body).await

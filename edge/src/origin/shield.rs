@@ -3,7 +3,8 @@
 //! Each shield edge has its own cache, so for the origin to see one fetch per object, every
 //! fetch of one object must reach the same shield edge. Every edge ranks the shield's edges for
 //! the object's host, path and query by rendezvous hashing (all edges see the same list, so all
-//! agree) and asks the first; when it cannot connect, the next. A request sent that way carries
+//! agree) and asks the first; when it cannot connect, the next (and after a few, the configured
+//! URL: the region's Service). A request sent that way carries
 //! [`ROUTED`], and the shield edge receiving it fetches it itself.
 //!
 //! Edges of the shield region take part too: a viewer's miss on an object another shield edge
@@ -62,10 +63,9 @@ pub(crate) struct Plan {
 pub(crate) enum Then {
     /// Fetch from the behavior's origin (this edge is the shield).
     Origin,
-    /// Fetch through the configured URL.
+    /// Fetch through the configured URL: the region's Service may know edges this edge does
+    /// not know yet.
     Url,
-    /// Give up with the last error.
-    Fail,
 }
 
 impl Shield {
@@ -222,7 +222,7 @@ fn plan(member: bool, routed: bool, list: Option<&[Peer]>, me: Option<&str>, key
     if !member {
         return Plan {
             peers: ranked.iter().take(MAX_TRIES).map(|&i| list[i].address).collect(),
-            then: Then::Fail,
+            then: Then::Url,
         };
     }
     let Some(me) = find_self(list, me).filter(|_| !routed) else {
@@ -282,7 +282,7 @@ mod tests {
         let plan = plan(false, false, Some(&list), Some("x"), &key);
         assert_eq!(plan.peers.len(), 3);
         assert_eq!(plan.peers[0], list[1].address);
-        assert_eq!(plan.then, Then::Fail);
+        assert_eq!(plan.then, Then::Url, "when none of them can be reached");
         // The same whoever asks, and whether or not a viewer marked the request.
         assert_eq!(super::plan(false, true, Some(&list), None, &key), plan);
     }
