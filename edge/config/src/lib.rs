@@ -5,7 +5,7 @@
 //! The format is YAML (JSON is accepted, being YAML); field names are camelCase and unknown
 //! fields are refused, so a typo is an error rather than a silently ignored setting.
 //!
-//! Secrets are never inline: the admin token and S3 credentials are paths to files (the operator
+//! Secrets are never inline: the admin token, S3 credentials and upload client keys are paths to files (the operator
 //! mounts a Secret there), and are re-read whenever the configuration is reloaded.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -16,9 +16,9 @@ mod validate;
 use std::path::Path;
 
 pub use model::{
-    AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DiskTier, EdgeConfig,
-    ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup, OriginShield, S3Origin,
-    ShieldPeer, ShieldService,
+    AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DEFAULT_MAX_UPLOAD_BYTES,
+    DiskTier, EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup,
+    OriginShield, S3Origin, ShieldPeer, ShieldService, Upload,
 };
 pub use validate::Problem;
 
@@ -33,6 +33,8 @@ pub const REGION_ENV: &str = "EDGEFLEET_REGION";
 pub const LISTEN_DATA_ENV: &str = "EDGEFLEET_LISTEN_DATA";
 /// Environment variable overriding `listen.admin` (see [`LISTEN_DATA_ENV`]).
 pub const LISTEN_ADMIN_ENV: &str = "EDGEFLEET_LISTEN_ADMIN";
+/// Environment variable overriding `listen.upload` (see [`LISTEN_DATA_ENV`]).
+pub const LISTEN_UPLOAD_ENV: &str = "EDGEFLEET_LISTEN_UPLOAD";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,10 @@ pub struct EdgeConfig {
     /// Request size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The upload port: an S3-compatible endpoint writing to one S3 origin. Absent: no upload
+    /// port is opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Upload>,
 }
 
 fn default_distribution() -> String {
@@ -63,6 +67,10 @@ pub struct Listen {
     /// The admin port: purge, health, metrics, reload.
     #[serde(default = "default_admin_addr")]
     pub admin: SocketAddr,
+    /// The upload port, opened only when the configuration has an `upload` section
+    /// (default `0.0.0.0:8090`, see [`Listen::upload_addr`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -70,7 +78,15 @@ impl Default for Listen {
         Self {
             data: default_data_addr(),
             admin: default_admin_addr(),
+            upload: None,
         }
+    }
+}
+
+impl Listen {
+    /// The upload port's address: `upload`, or `0.0.0.0:8090`.
+    pub fn upload_addr(&self) -> SocketAddr {
+        self.upload.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8090)))
     }
 }
 
@@ -433,4 +449,27 @@ fn default_max_url_bytes() -> usize {
 
 fn default_max_header_bytes() -> usize {
     20_480
+}
+
+/// The upload port: an S3-compatible endpoint (PutObject and the multipart calls) for the bucket
+/// of one S3 origin. Clients sign with their own keys (SigV4); the edge checks the signature and
+/// re-signs the request with the origin's credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Upload {
+    /// The id of the S3 origin objects are written to; clients name its bucket.
+    pub target_origin: String,
+    /// File holding the client keys uploads are verified against, as a JSON object mapping each
+    /// access key id to its secret access key: `{"AKIDEXAMPLE": "secret", ...}`.
+    pub client_keys_file: PathBuf,
+    /// Largest object accepted, in bytes (the sum of its parts for a multipart upload).
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_object_bytes: u64,
+}
+
+/// The default upload size limit: 5 GiB, S3's limit for a single PUT.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 5 << 30;
+
+fn default_max_upload_bytes() -> u64 {
+    DEFAULT_MAX_UPLOAD_BYTES
 }

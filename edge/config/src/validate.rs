@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt};
 
 use crate::model::{
     Behavior, EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Method, Origin, OriginGroup, OriginShield,
-    S3Origin,
+    S3Origin, Upload,
 };
 
 /// One broken rule: where, and what is wrong.
@@ -70,6 +70,9 @@ pub(crate) fn problems(config: &EdgeConfig) -> Vec<Problem> {
     }
     check_error_responses(&config.error_responses, &mut p);
     check_cache(config, &mut p);
+    if let Some(upload) = &config.upload {
+        check_upload(config, upload, &mut p);
+    }
     if config.admin.token_file.as_os_str().is_empty() {
         p.add(
             "admin.tokenFile",
@@ -430,6 +433,38 @@ fn check_cache(config: &EdgeConfig, p: &mut Problems) {
         if disk.bytes < 16 << 20 {
             p.add("cache.disk.bytes", "must be at least 16777216 (16 MiB)");
         }
+    }
+}
+
+fn check_upload(config: &EdgeConfig, upload: &Upload, p: &mut Problems) {
+    let s3_ids: HashSet<&str> = config
+        .origins
+        .iter()
+        .filter(|o| matches!(o, Origin::S3(_)))
+        .map(Origin::id)
+        .collect();
+    if !s3_ids.contains(upload.target_origin.as_str()) {
+        p.add(
+            "upload.targetOrigin",
+            format!(
+                "{:?} is not an s3 origin (s3 origins: {})",
+                upload.target_origin,
+                known(&s3_ids)
+            ),
+        );
+    }
+    if upload.client_keys_file.as_os_str().is_empty() {
+        p.add(
+            "upload.clientKeysFile",
+            "must be the path of the file holding the client keys",
+        );
+    }
+    if upload.max_object_bytes == 0 {
+        p.add("upload.maxObjectBytes", "must be at least 1");
+    }
+    let addr = config.listen.upload_addr();
+    if addr == config.listen.data || addr == config.listen.admin {
+        p.add("listen.upload", "must differ from listen.data and listen.admin");
     }
 }
 

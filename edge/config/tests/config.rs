@@ -238,3 +238,58 @@ fn shield_problems_name_their_field() {
         Err(Error::Parse(_))
     ));
 }
+
+#[test]
+fn an_upload_section_targets_an_s3_origin() {
+    let yaml = r#"
+origins:
+  - http: {id: site, url: "http://127.0.0.1:8000"}
+  - s3: {id: bucket, endpoint: "http://127.0.0.1:7070", bucket: uploads, pathStyle: true}
+defaultBehavior: {targetOrigin: site}
+cache: {memoryBytes: 67108864}
+admin: {tokenFile: admin-token}
+upload: {targetOrigin: bucket, clientKeysFile: upload-client-keys}
+"#;
+    let config = EdgeConfig::from_yaml(yaml).expect("parses");
+    let upload = config.upload.as_ref().expect("upload");
+    assert_eq!(
+        upload.max_object_bytes,
+        edgefleet_config::DEFAULT_MAX_UPLOAD_BYTES
+    );
+    assert_eq!(config.listen.upload_addr().port(), 8090);
+    let rendered = config.to_yaml().expect("yaml");
+    assert_eq!(EdgeConfig::from_yaml(&rendered).expect("round trip"), config);
+    // No upload section: nothing about uploads is written.
+    assert!(
+        !EdgeConfig::from_yaml(MINIMAL)
+            .expect("minimal")
+            .to_yaml()
+            .expect("yaml")
+            .contains("upload")
+    );
+
+    let bad = yaml
+        .replace(
+            "targetOrigin: bucket, clientKeysFile: upload-client-keys",
+            "targetOrigin: site, clientKeysFile: \"\", maxObjectBytes: 0",
+        )
+        .replace(
+            "admin: {tokenFile",
+            "listen: {upload: \"0.0.0.0:8080\"}\nadmin: {tokenFile",
+        );
+    let found = problems(&bad);
+    let expect = [
+        "upload.targetOrigin: \"site\" is not an s3 origin (s3 origins: bucket)",
+        "upload.clientKeysFile: must be the path",
+        "upload.maxObjectBytes: must be at least 1",
+        "listen.upload: must differ from listen.data and listen.admin",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing problem {e:?} in:\n{}",
+            found.join("\n")
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+}

@@ -93,6 +93,8 @@ pub fn edge_config(
             token_file: secrets::file(secrets::ADMIN_TOKEN_KEY),
         },
         limits: config::Limits::default(),
+        // Rendered with the operator's upload wiring.
+        upload: None,
     };
     match config.validate() {
         Ok(()) => Ok(config),
