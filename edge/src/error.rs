@@ -14,6 +14,8 @@ pub(crate) enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("upload client keys in {path}: {reason}")]
+    UploadKeys { path: PathBuf, reason: String },
     #[error("{what} in {path} is empty")]
     EmptySecret { what: &'static str, path: PathBuf },
     #[error("origin {origin}: {reason}")]

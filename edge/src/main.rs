@@ -13,6 +13,7 @@ mod origin;
 mod proxy;
 mod server;
 mod startup;
+mod upload;
 
 /// Fuzzing knobs for the property tests.
 #[cfg(test)]
@@ -64,6 +65,10 @@ struct Cli {
     /// Admin port address; overrides the configuration's `listen.admin` (takes effect at start).
     #[arg(long, env = edgefleet_config::LISTEN_ADMIN_ENV, value_name = "ADDR")]
     listen_admin: Option<std::net::SocketAddr>,
+    /// Upload port address; overrides the configuration's `listen.upload` (takes effect at start;
+    /// the port is opened only when the configuration has an `upload` section).
+    #[arg(long, env = edgefleet_config::LISTEN_UPLOAD_ENV, value_name = "ADDR")]
+    listen_upload: Option<std::net::SocketAddr>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 25, value_name = "SECONDS")]
     shutdown_timeout: u64,
@@ -117,12 +122,19 @@ async fn run(cli: Cli) -> Result<()> {
     let mut listen = runtime.config.listen.clone();
     listen.data = cli.listen_data.unwrap_or(listen.data);
     listen.admin = cli.listen_admin.unwrap_or(listen.admin);
+    listen.upload = cli.listen_upload.or(listen.upload);
     let store = Store::open(&runtime.config.cache).await?;
     let metrics = Metrics::new();
     let edge = Arc::new(Edge::new(runtime, Cache::new(store), metrics));
 
     let data_listener = server::bind(listen.data).await?;
     let admin_listener = server::bind(listen.admin).await?;
+    // Opened when the first configuration has an `upload` section (listen addresses take effect
+    // at start only).
+    let upload_listener = match edge.runtime().upload {
+        Some(_) => Some(server::bind(listen.upload_addr()).await?),
+        None => None,
+    };
     tracing::info!(data = %listen.data, admin = %listen.admin, region = %edge.runtime().region, "edge serving");
 
     let stop = CancellationToken::new();
@@ -139,12 +151,24 @@ async fn run(cli: Cli) -> Result<()> {
         stop.clone(),
         Duration::from_secs(cli.shutdown_timeout),
     ));
+    let uploads = upload_listener.map(|listener| {
+        tracing::info!(upload = %listen.upload_addr(), "upload port serving");
+        tokio::spawn(upload::serve(
+            listener,
+            Arc::new(upload::Uploads::new(edge.clone())),
+            stop.clone(),
+            Duration::from_secs(cli.shutdown_timeout),
+        ))
+    });
 
     wait_for_shutdown_signal().await?;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     edge.start_draining();
     stop.cancel();
     let _ = data.await;
+    if let Some(uploads) = uploads {
+        let _ = uploads.await;
+    }
     admin_stop.cancel();
     let _ = admin.await;
     edge.cache.store.close().await;

@@ -53,6 +53,15 @@ pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct UploadLabels {
+    /// The S3 call (`PutObject`, `UploadPart`...), `Unknown` when refused before it was known.
+    pub(crate) operation: &'static str,
+    /// `ok`, the S3 error code sent (`SignatureDoesNotMatch`, `EntityTooLarge`...), or
+    /// `OriginError` when the origin's own error was passed on.
+    pub(crate) result: &'static str,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: Family<RequestLabels, Counter>,
@@ -70,6 +79,8 @@ pub(crate) struct Metrics {
     pub(crate) config_generation: Gauge,
     pub(crate) invalidations: Counter,
     pub(crate) purged_objects: Counter,
+    pub(crate) uploads: Family<UploadLabels, Counter>,
+    pub(crate) upload_bytes: Counter,
 }
 
 impl Metrics {
@@ -160,6 +171,18 @@ impl Metrics {
             "Objects removed by invalidations",
             purged_objects.clone(),
         );
+        let uploads = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "uploads",
+            "Upload port requests by S3 operation and result",
+            uploads.clone(),
+        );
+        let upload_bytes = Counter::default();
+        registry.register(
+            "upload_body_bytes",
+            "Body bytes received on the upload port and streamed to the origin",
+            upload_bytes.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -177,6 +200,8 @@ impl Metrics {
             config_generation,
             invalidations,
             purged_objects,
+            uploads,
+            upload_bytes,
         })
     }
 

@@ -85,6 +85,8 @@ pub(crate) struct Runtime {
     pub(crate) admin_token: String,
     pub(crate) limits: Limits,
     pub(crate) max_object_bytes: u64,
+    /// The upload port's settings, when the configuration has an `upload` section.
+    pub(crate) upload: Option<crate::upload::Target>,
 }
 
 impl Runtime {
@@ -118,6 +120,7 @@ impl Runtime {
         let mut default_behavior = Behavior::new(&config.default_behavior);
         default_behavior.pattern = None;
         let admin_token = read_token(&config.admin.token_file)?;
+        let upload = crate::upload::Target::compile(&config)?;
         Ok(Self {
             generation,
             region,
@@ -139,6 +142,7 @@ impl Runtime {
             admin_token,
             limits: config.limits.clone(),
             max_object_bytes: config.cache.max_object_bytes(),
+            upload,
             config,
         })
     }

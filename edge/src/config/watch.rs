@@ -86,6 +86,9 @@ fn watched_files(source: &Source, config: &EdgeConfig) -> Vec<PathBuf> {
             );
         }
     }
+    if let Some(upload) = &config.upload {
+        files.push(upload.client_keys_file.clone());
+    }
     files
 }
 

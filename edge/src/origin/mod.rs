@@ -6,7 +6,7 @@ pub(crate) mod http;
 mod peers;
 mod rendezvous;
 mod resolve;
-mod s3;
+pub(crate) mod s3;
 mod shield;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

@@ -32,7 +32,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// S3's unreserved characters plus `/`, which separates key segments and stays literal.
-const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
@@ -55,7 +55,7 @@ pub(crate) struct S3Client {
     client: PooledClient,
 }
 
-fn read_secret(what: &'static str, path: &Path) -> Result<String> {
+pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
     let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
         what,
         path: path.to_owned(),
