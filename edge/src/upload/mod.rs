@@ -248,9 +248,13 @@ impl Uploads {
         };
         let (parts, body) = request.into_parts();
         let query = sigv4::query_pairs(parts.uri.query());
+        // Known before authentication for the metrics; refused only once the caller is known.
+        let operation = Operation::parse(&parts.method, &query, &parts.headers);
+        if let Ok(operation) = &operation {
+            *operation_label = operation.label();
+        }
         let claim = authenticate(target, &parts, &query)?;
-        let operation = Operation::parse(&parts.method, &query, &parts.headers)?;
-        *operation_label = operation.label();
+        let operation = operation?;
         let key = object_key(&parts, &target.bucket.name)?;
         let payload = claim.payload.as_str();
         if payload.starts_with(STREAMING_SIGNED_PREFIX) {

@@ -75,6 +75,11 @@ pub(crate) fn claim(headers: &HeaderMap, query: &[(String, String)]) -> Result<O
     if query.iter().any(|(k, _)| k == "X-Amz-Signature") {
         return query_claim(query).map(Some);
     }
+    if query.iter().any(|(k, _)| k == "AWSAccessKeyId") {
+        return Err(S3Error::invalid_argument(
+            "Signature Version 2 is not supported; presign with AWS4-HMAC-SHA256 (signature_version s3v4)",
+        ));
+    }
     Ok(None)
 }
 
@@ -495,6 +500,11 @@ mod tests {
             Err("AccessDenied")
         );
         assert_eq!(claim(&HeaderMap::new(), &[]), Ok(None));
+        let v2 = query_pairs(Some("AWSAccessKeyId=a&Signature=s&Expires=1"));
+        assert_eq!(
+            claim(&HeaderMap::new(), &v2).map_err(|e| e.code),
+            Err("InvalidArgument")
+        );
     }
 
     #[test]
