@@ -137,7 +137,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
         .map(|region| {
             let deployment_name = names::regional(&name, &region.name);
             let live = state.stores.deployment(&namespace, &deployment_name);
-            let deployment = written.deployments.get(&deployment_name).or(live.as_deref());
+            let deployment = written.deployments.get(&deployment_name).or(live.as_ref());
             let desired = if dist.spec.enabled { region.replicas } else { 0 };
             let nodes = state.stores.nodes_in(&ctx.settings, &region.name, &region.zones);
             RegionObservation::from_deployment(&region.name, desired, deployment, nodes, deployment_name)
@@ -289,12 +289,7 @@ async fn admin_token(
         let bytes = secret.data.as_ref()?.get(secrets::ADMIN_TOKEN_KEY)?;
         String::from_utf8(bytes.0.clone()).ok().filter(|t| !t.is_empty())
     };
-    if let Some(token) = state
-        .stores
-        .secret(namespace, &name)
-        .as_deref()
-        .and_then(token_of)
-    {
+    if let Some(token) = state.stores.secret(namespace, &name).as_ref().and_then(token_of) {
         return Ok(token);
     }
     // Not cached: it may have been created a moment ago. Never replace a token the edges use.
@@ -411,7 +406,9 @@ const PASS_WRITES_IN_FLIGHT: usize = 8;
 
 /// Objects are written in two waves: a RoleBinding only after its Role (the API server checks
 /// the permissions it grants against the Role's rules), a Deployment only after what its pods
-/// use (ServiceAccount, Secret, ConfigMap).
+/// use (ServiceAccount, Secret, ConfigMap). Services go with the Deployments: the API server
+/// allocates ClusterIPs one at a time, which makes Services the slowest writes by far when
+/// many Distributions are created, and nothing the pods need waits for them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wave {
     First,
@@ -421,7 +418,7 @@ enum Wave {
 impl Wave {
     fn of(kind: render::Kind) -> Self {
         match kind {
-            render::Kind::RoleBinding | render::Kind::Deployment => Wave::Second,
+            render::Kind::RoleBinding | render::Kind::Deployment | render::Kind::Service => Wave::Second,
             _ => Wave::First,
         }
     }

@@ -2,6 +2,7 @@
 
 mod apply;
 mod backoff;
+mod compact;
 mod compare;
 mod distribution;
 mod events;

@@ -15,9 +15,8 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
+use super::compact::Compact;
 use crate::api::{Distribution, Invalidation};
 use crate::render::{Kind, Settings, names};
 
@@ -37,16 +36,16 @@ pub(super) struct Live {
 pub(super) struct Stores {
     pub(super) distributions: Store<Distribution>,
     pub(super) invalidations: Store<Invalidation>,
-    service_accounts: Store<ServiceAccount>,
-    roles: Store<Role>,
-    role_bindings: Store<RoleBinding>,
-    secrets: Store<Secret>,
-    config_maps: Store<ConfigMap>,
-    services: Store<Service>,
-    disruption_budgets: Store<PodDisruptionBudget>,
-    deployments: Store<Deployment>,
+    service_accounts: Store<Compact<ServiceAccount>>,
+    roles: Store<Compact<Role>>,
+    role_bindings: Store<Compact<RoleBinding>>,
+    secrets: Store<Compact<Secret>>,
+    config_maps: Store<Compact<ConfigMap>>,
+    services: Store<Compact<Service>>,
+    disruption_budgets: Store<Compact<PodDisruptionBudget>>,
+    deployments: Store<Compact<Deployment>>,
     /// Only when Ingresses are watched (the chart grants no access to them otherwise).
-    ingresses: Option<Store<Ingress>>,
+    ingresses: Option<Store<Compact<Ingress>>>,
     nodes: Store<PartialObjectMeta<Node>>,
 }
 
@@ -59,16 +58,16 @@ pub(super) struct Triggers {
 /// The streams the Distribution controller polls.
 pub(super) struct FleetTriggers {
     pub(super) distributions: Trigger<Distribution>,
-    pub(super) service_accounts: Trigger<ServiceAccount>,
-    pub(super) roles: Trigger<Role>,
-    pub(super) role_bindings: Trigger<RoleBinding>,
-    pub(super) secrets: Trigger<Secret>,
-    pub(super) config_maps: Trigger<ConfigMap>,
-    pub(super) services: Trigger<Service>,
-    pub(super) disruption_budgets: Trigger<PodDisruptionBudget>,
-    pub(super) deployments: Trigger<Deployment>,
+    pub(super) service_accounts: Trigger<Compact<ServiceAccount>>,
+    pub(super) roles: Trigger<Compact<Role>>,
+    pub(super) role_bindings: Trigger<Compact<RoleBinding>>,
+    pub(super) secrets: Trigger<Compact<Secret>>,
+    pub(super) config_maps: Trigger<Compact<ConfigMap>>,
+    pub(super) services: Trigger<Compact<Service>>,
+    pub(super) disruption_budgets: Trigger<Compact<PodDisruptionBudget>>,
+    pub(super) deployments: Trigger<Compact<Deployment>>,
     /// Empty when Ingresses are not watched.
-    pub(super) ingresses: Trigger<Ingress>,
+    pub(super) ingresses: Trigger<Compact<Ingress>>,
     /// Nodes whose labels changed.
     pub(super) nodes: Trigger<PartialObjectMeta<Node>>,
     /// Every Secret's metadata: a referenced Secret appearing, changing or going.
@@ -87,42 +86,34 @@ where
     }
 }
 
-/// A cache of `K` objects carrying the operator's `managed-by` label, without their
-/// `managedFields` (often bigger than the object itself and never read here); every change of
-/// one triggers a pass.
-fn owned<K>(client: &Client, namespace: Option<&str>) -> (Store<K>, Trigger<K>)
+/// A cache of the `K` objects carrying the operator's `managed-by` label, in [`Compact`] form;
+/// every change of one triggers a pass.
+fn owned<K>(client: &Client, namespace: Option<&str>) -> (Store<Compact<K>>, Trigger<Compact<K>>)
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
-        + DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
 {
-    owned_with(
-        client,
-        namespace,
-        |obj: &K| fingerprint(&obj.meta().resource_version),
-        slim,
-    )
+    owned_with(client, namespace, |obj: &Compact<K>| {
+        fingerprint(&obj.meta().resource_version)
+    })
 }
 
 /// Like [`owned`], but a change triggers a pass only when `relevant` (what a pass reads of
-/// the object) changed, or the object went, and `trim` drops more of what no pass reads.
-/// Other controllers write the status of Deployments and PodDisruptionBudgets every time a pod
-/// moves; most of those writes change nothing a pass reads, and at a thousand Distributions the
-/// passes they woke were most passes.
+/// the object) changed, or the object went. Other controllers write the status of Deployments
+/// and PodDisruptionBudgets every time a pod moves; most of those writes change nothing a pass
+/// reads, and at a thousand Distributions the passes they woke were most passes.
 fn owned_with<K>(
     client: &Client,
     namespace: Option<&str>,
-    relevant: fn(&K) -> u64,
-    trim: fn(&mut K),
-) -> (Store<K>, Trigger<K>)
+    relevant: fn(&Compact<K>) -> u64,
+) -> (Store<Compact<K>>, Trigger<Compact<K>>)
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
-        + DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
@@ -133,40 +124,14 @@ where
         .labels(names::MANAGED_SELECTOR)
         .any_semantic();
     let mut seen = ChangeFilter::default();
-    let stream = watcher(scoped::<K>(client, namespace), config)
+    let stream = watcher(scoped::<Compact<K>>(client, namespace), config)
         .default_backoff()
-        .modify(trim)
         .reflect(writer)
         .filter(move |event| futures::future::ready(seen.changed(event, relevant)))
         .touched_objects()
         .boxed();
     (reader, stream)
 }
-
-/// Drops what no pass reads from a cached object: `managedFields` and a client-side
-/// `last-applied-configuration` (each often bigger than the object itself).
-fn slim<K: Resource>(obj: &mut K) {
-    obj.managed_fields_mut().clear();
-    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
-}
-
-/// [`slim`], and the status conditions (only the replica counts are read).
-fn slim_deployment(deployment: &mut Deployment) {
-    slim(deployment);
-    if let Some(status) = deployment.status.as_mut() {
-        status.conditions = None;
-    }
-}
-
-/// [`slim`], and the status (never read).
-fn slim_disruption_budget(budget: &mut PodDisruptionBudget) {
-    slim(budget);
-    budget.status = None;
-}
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A hash of `value`, for the change filters.
 fn fingerprint(value: &impl Hash) -> u64 {
@@ -189,15 +154,8 @@ fn metadata_fingerprint<K: Resource>(obj: &K) -> u64 {
 }
 
 /// A Deployment's spec and metadata, and the replica counts the status is computed from.
-fn deployment_fingerprint(deployment: &Deployment) -> u64 {
-    let status = deployment.status.as_ref();
-    fingerprint(&(
-        metadata_fingerprint(deployment),
-        status.and_then(|s| s.observed_generation),
-        status.and_then(|s| s.replicas),
-        status.and_then(|s| s.updated_replicas),
-        status.and_then(|s| s.ready_replicas),
-    ))
+fn deployment_fingerprint(deployment: &Compact<Deployment>) -> u64 {
+    fingerprint(&(metadata_fingerprint(deployment), deployment.replica_counts()))
 }
 
 /// Passes watch events on when the object is new, went, or its fingerprint changed.
@@ -291,10 +249,8 @@ impl Stores {
         let (secrets, secret_stream) = owned(client, namespace);
         let (config_maps, cm_stream) = owned(client, namespace);
         let (services, svc_stream) = owned(client, namespace);
-        let (disruption_budgets, pdb_stream) =
-            owned_with(client, namespace, metadata_fingerprint, slim_disruption_budget);
-        let (deployments, deploy_stream) =
-            owned_with(client, namespace, deployment_fingerprint, slim_deployment);
+        let (disruption_budgets, pdb_stream) = owned_with(client, namespace, metadata_fingerprint);
+        let (deployments, deploy_stream) = owned_with(client, namespace, deployment_fingerprint);
         let (ingresses, ingress_stream) = if settings.ingress.watched() {
             let (store, stream) = owned(client, namespace);
             (Some(store), stream)
@@ -411,18 +367,22 @@ impl Stores {
     }
 
     /// A cached Deployment the operator owns.
-    pub(super) fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
-        self.deployments.get(&ObjectRef::new(name).within(namespace))
+    pub(super) fn deployment(&self, namespace: &str, name: &str) -> Option<Deployment> {
+        self.deployments
+            .get(&ObjectRef::new(name).within(namespace))?
+            .parse()
     }
 
     /// A cached Service the operator owns.
-    pub(super) fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        self.services.get(&ObjectRef::new(name).within(namespace))
+    pub(super) fn service(&self, namespace: &str, name: &str) -> Option<Service> {
+        self.services
+            .get(&ObjectRef::new(name).within(namespace))?
+            .parse()
     }
 
     /// A cached Secret the operator owns.
-    pub(super) fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    pub(super) fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))?.parse()
     }
 
     /// A cached Distribution.
@@ -447,9 +407,9 @@ impl Stores {
     }
 }
 
-fn live<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Live>
+fn live<K>(store: &Store<Compact<K>>, namespace: &str, name: &str) -> Option<Live>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + 'static,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     let obj = store.get(&ObjectRef::new(name).within(namespace))?;
     let controller_uid = obj
@@ -457,9 +417,10 @@ where
         .iter()
         .find(|r| r.controller == Some(true))
         .map(|r| r.uid.clone());
-    // Our own types always serialise; a failure would only mean "compare as different".
-    let json = serde_json::to_value(obj.as_ref()).unwrap_or_default();
-    Some(Live { json, controller_uid })
+    Some(Live {
+        json: obj.json(),
+        controller_uid,
+    })
 }
 
 fn owned_names<K>(store: &Store<K>, namespace: &str, distribution: &str, uid: &str) -> Vec<String>
@@ -482,30 +443,22 @@ where
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::DeploymentStatus;
-    use kube::api::ObjectMeta;
+    use serde_json::json;
 
     use super::*;
 
-    fn deployment(resource_version: &str, generation: i64, ready: i32) -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some("site-eu".into()),
-                namespace: Some("ns".into()),
-                resource_version: Some(resource_version.into()),
-                generation: Some(generation),
-                ..ObjectMeta::default()
+    fn deployment(resource_version: &str, generation: i64, ready: i32) -> Compact<Deployment> {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "site-eu", "namespace": "ns",
+                "resourceVersion": resource_version, "generation": generation
             },
-            status: Some(DeploymentStatus {
-                ready_replicas: Some(ready),
-                conditions: Some(Vec::new()),
-                ..DeploymentStatus::default()
-            }),
-            ..Deployment::default()
-        }
+            "status": {"readyReplicas": ready, "conditions": []}
+        }))
+        .expect("a Deployment")
     }
 
-    fn changed(filter: &mut ChangeFilter, event: watcher::Event<Deployment>) -> bool {
+    fn changed(filter: &mut ChangeFilter, event: watcher::Event<Compact<Deployment>>) -> bool {
         filter.changed(&Ok(event), deployment_fingerprint)
     }
 
