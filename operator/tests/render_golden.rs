@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use edgefleet_operator::api::Distribution;
-use edgefleet_operator::render::{self, Inputs, S3Credentials, Settings};
+use edgefleet_operator::render::{self, Credentials, Inputs, S3Credentials, Settings, UploadKeys};
 
 fn path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -22,7 +22,7 @@ fn settings() -> Settings {
 }
 
 fn inputs(dist: &Distribution) -> Inputs {
-    let credentials = dist
+    let origins = dist
         .spec
         .origins
         .iter()
@@ -38,9 +38,20 @@ fn inputs(dist: &Distribution) -> Inputs {
             (o.name.clone(), pair)
         })
         .collect::<BTreeMap<_, _>>();
+    let upload_keys = dist
+        .spec
+        .upload_acceleration
+        .as_ref()
+        .filter(|u| u.enabled)
+        .map(|_| {
+            UploadKeys(BTreeMap::from([(
+                "golden-uploader".to_owned(),
+                "golden-upload-secret".to_owned(),
+            )]))
+        });
     Inputs {
         admin_token: "golden-admin-token".into(),
-        credentials,
+        credentials: Credentials { origins, upload_keys },
         shield_address: dist
             .spec
             .origin_shield
@@ -109,5 +120,13 @@ fn a_disabled_http_distribution_with_zones_disk_and_own_resources() {
     check(
         "tests/golden/http-disabled.yaml",
         &rendered("tests/golden/http-disabled.input.yaml", "team-a"),
+    );
+}
+
+#[test]
+fn upload_acceleration() {
+    check(
+        "tests/golden/upload.yaml",
+        &rendered("tests/golden/upload.input.yaml", "media"),
     );
 }

@@ -5,7 +5,7 @@
 use edgefleet_config as config;
 use edgefleet_config::EdgeConfig;
 
-use super::{Blocker, EdgeSizing, names, secrets};
+use super::{Blocker, EdgeSizing, names, quantity, secrets};
 use crate::api::{
     CacheBehavior, CacheKeyPolicy, Distribution, HttpMethod, KeySelection, Origin, SelectionBehavior,
 };
@@ -16,6 +16,10 @@ pub const CACHE_DISK_PATH: &str = "/var/cache/edgefleet";
 pub const SERVICE_PORT: i32 = 80;
 /// The name `network` gives that port, which the Services' EndpointSlices carry too.
 const SERVICE_PORT_NAME: &str = "http";
+/// Port of the upload endpoint on the Services, when upload acceleration is enabled.
+pub const UPLOAD_SERVICE_PORT: i32 = 8090;
+/// The name of the upload port on the edge containers and the Services.
+pub(super) const UPLOAD_PORT_NAME: &str = "upload";
 
 /// The configuration every edge of `dist` loads. Fails with the rules it breaks.
 ///
@@ -30,6 +34,7 @@ pub fn edge_config(
 ) -> Result<EdgeConfig, Vec<Blocker>> {
     let name = dist.metadata.name.clone().unwrap_or_default();
     let spec = &dist.spec;
+    let upload = upload(dist).map_err(|blocker| vec![blocker])?;
     let config = EdgeConfig {
         distribution: name.clone(),
         region: None,
@@ -93,8 +98,7 @@ pub fn edge_config(
             token_file: secrets::file(secrets::ADMIN_TOKEN_KEY),
         },
         limits: config::Limits::default(),
-        // Rendered with the operator's upload wiring.
-        upload: None,
+        upload,
     };
     match config.validate() {
         Ok(()) => Ok(config),
@@ -106,13 +110,40 @@ pub fn edge_config(
     }
 }
 
-/// Problems about what a behavior or group points at are unknown origins; the rest are
-/// settings the edge cannot use.
-fn blocker(problem: config::Problem) -> Blocker {
+/// The edge's upload section, when upload acceleration is enabled: the client keys are the file
+/// the edge Secret's [`secrets::UPLOAD_KEYS_KEY`] is mounted as.
+fn upload(dist: &Distribution) -> Result<Option<config::Upload>, Blocker> {
+    let Some(upload) = secrets::upload(dist) else {
+        return Ok(None);
+    };
+    let max_object_bytes = quantity::to_bytes(&upload.max_object_size)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| Blocker::InvalidSpec {
+            field: "uploadAcceleration.maxObjectSize".into(),
+            message: format!(
+                "{:?} is not a positive quantity of bytes such as 5Gi",
+                upload.max_object_size.0
+            ),
+        })?;
+    Ok(Some(config::Upload {
+        target_origin: upload.target_origin.clone(),
+        client_keys_file: secrets::file(secrets::UPLOAD_KEYS_KEY),
+        max_object_bytes,
+    }))
+}
+
+/// Problems about what a behavior, group or the upload endpoint points at are unknown origins;
+/// the rest are settings the edge cannot use. The edge's `upload` section is the spec's
+/// `uploadAcceleration`.
+fn blocker(mut problem: config::Problem) -> Blocker {
+    if let Some(rest) = problem.field.strip_prefix("upload.") {
+        problem.field = format!("uploadAcceleration.{rest}");
+    }
     let refers_to_origin = ["targetOrigin", "primary", "secondary"]
         .iter()
         .any(|field| problem.field.ends_with(field))
-        && problem.message.starts_with("unknown origin");
+        && (problem.message.starts_with("unknown origin")
+            || problem.field == "uploadAcceleration.targetOrigin");
     if refers_to_origin {
         Blocker::UnknownOrigin {
             field: problem.field,
@@ -249,5 +280,60 @@ mod tests {
             "{blockers:?}"
         );
         assert_eq!(blockers[0].reason(), "UnknownOrigin");
+    }
+
+    #[test]
+    fn upload_acceleration_renders_the_upload_section() {
+        let mut dist = example();
+        assert_eq!(
+            edge_config(&dist, "web", &sizing(), None).expect("valid").upload,
+            None
+        );
+        dist.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
+            enabled: true,
+            target_origin: "bucket".into(),
+            client_keys_secret_ref: crate::api::SecretRef {
+                name: "uploaders".into(),
+            },
+            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("2Gi".into()),
+        });
+        let config = edge_config(&dist, "web", &sizing(), None).expect("valid");
+        assert_eq!(
+            config.upload,
+            Some(config::Upload {
+                target_origin: "bucket".into(),
+                client_keys_file: "upload-client-keys".into(),
+                max_object_bytes: 2 << 30,
+            })
+        );
+        assert_eq!(config.listen.upload, None, "the pod sets the upload address");
+        let yaml = config.to_yaml().expect("yaml");
+        assert_eq!(EdgeConfig::from_yaml(&yaml).expect("parses"), config);
+
+        let upload = dist.spec.upload_acceleration.as_mut().expect("upload");
+        upload.target_origin = "web".into();
+        upload.max_object_size.0 = "lots".into();
+        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("bad size");
+        assert_eq!(
+            blockers[0].message(),
+            "spec.uploadAcceleration.maxObjectSize: \"lots\" is not a positive quantity of bytes such as 5Gi"
+        );
+        dist.spec
+            .upload_acceleration
+            .as_mut()
+            .expect("upload")
+            .max_object_size
+            .0 = "1Gi".into();
+        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("http origin");
+        assert!(
+            matches!(&blockers[0], Blocker::UnknownOrigin { field, message }
+                if field == "uploadAcceleration.targetOrigin" && message.contains("not an s3 origin")),
+            "{blockers:?}"
+        );
+        dist.spec.upload_acceleration.as_mut().expect("upload").enabled = false;
+        assert_eq!(
+            edge_config(&dist, "web", &sizing(), None).expect("valid").upload,
+            None
+        );
     }
 }

@@ -22,9 +22,10 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, edge_config};
+pub use edge_config::{CACHE_DISK_PATH, SERVICE_PORT, UPLOAD_SERVICE_PORT, edge_config};
 pub use ingress::{IngressSettings, Ingresses, InvalidSecretNameTemplate, SecretNameTemplate};
-pub use secrets::S3Credentials;
+pub use network::upload_endpoint;
+pub use secrets::{Credentials, S3Credentials, UploadKeys};
 
 use crate::api::{Distribution, EdgeSpec};
 
@@ -46,8 +47,8 @@ pub struct Settings {
 pub struct Inputs {
     /// The fleet's admin token: generated once, then kept in the edge Secret.
     pub admin_token: String,
-    /// Key pairs of the S3 origins that reference a credentials Secret, by origin name.
-    pub credentials: BTreeMap<String, S3Credentials>,
+    /// What was copied from the referenced Secrets: origin key pairs and upload client keys.
+    pub credentials: Credentials,
     /// ClusterIP of the shield region's Service, once it exists ([`shield_service`]).
     pub shield_address: Option<String>,
 }
@@ -118,6 +119,13 @@ pub enum Blocker {
         /// What is wrong.
         message: String,
     },
+    /// Upload acceleration is enabled but its client keys Secret is missing or unusable.
+    UploadKeysUnusable {
+        /// The Secret `uploadAcceleration.clientKeysSecretRef` names.
+        secret: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A setting the edge cannot use.
     InvalidSpec {
         /// Where.
@@ -140,6 +148,7 @@ impl Blocker {
         match self {
             Blocker::OriginSecretMissing { .. } => "OriginSecretMissing",
             Blocker::UnknownOrigin { .. } => "UnknownOrigin",
+            Blocker::UploadKeysUnusable { .. } => "UploadKeysSecretMissing",
             Blocker::InvalidSpec { .. } => "InvalidSpec",
             Blocker::NameConflict { .. } => "NameConflict",
         }
@@ -167,6 +176,10 @@ impl Blocker {
             ),
             Blocker::UnknownOrigin { field, message } => format!(
                 "spec.{field}: {message}; name an origin of spec.origins or a group of spec.originGroups"
+            ),
+            Blocker::UploadKeysUnusable { secret, problem } => format!(
+                "uploadAcceleration.clientKeysSecretRef names Secret {secret:?}, but {problem}: give it one \
+                 entry per client, key = access key id, value = secret access key"
             ),
             Blocker::InvalidSpec { field, message } => format!("spec.{field}: {message}"),
             Blocker::NameConflict { kind, name } => format!(
@@ -435,13 +448,16 @@ pub(crate) mod tests {
     pub(crate) fn inputs() -> Inputs {
         Inputs {
             admin_token: "tok3n-value".into(),
-            credentials: BTreeMap::from([(
-                "bucket".to_owned(),
-                S3Credentials {
-                    access_key_id: b"AKIDEXAMPLE".to_vec(),
-                    secret_access_key: b"s3cr3t-access".to_vec(),
-                },
-            )]),
+            credentials: Credentials {
+                origins: BTreeMap::from([(
+                    "bucket".to_owned(),
+                    S3Credentials {
+                        access_key_id: b"AKIDEXAMPLE".to_vec(),
+                        secret_access_key: b"s3cr3t-access".to_vec(),
+                    },
+                )]),
+                upload_keys: None,
+            },
             shield_address: Some("10.96.0.7".into()),
         }
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::edge_config::SERVICE_PORT;
-use super::{metadata, names};
+use super::edge_config::{SERVICE_PORT, UPLOAD_PORT_NAME, UPLOAD_SERVICE_PORT};
+use super::{metadata, names, secrets};
 use crate::api::{Distribution, Region};
 
 /// The Service `<dist>-<region>`: that region's edges only.
@@ -35,6 +35,24 @@ pub(super) fn fleet_service(dist: &Distribution) -> Service {
     )
 }
 
+/// Where clients upload, when upload acceleration is enabled: the Service over every region, so
+/// an upload goes to an edge close to the client, as a `host:port` inside the cluster.
+pub fn upload_endpoint(dist: &Distribution, namespace: &str) -> Option<String> {
+    secrets::upload(dist)?;
+    let name = dist.metadata.name.as_deref()?;
+    Some(format!("{name}.{namespace}.svc:{UPLOAD_SERVICE_PORT}"))
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
 fn service(
     dist: &Distribution,
     name: String,
@@ -47,16 +65,55 @@ fn service(
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: SERVICE_PORT,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(
+                std::iter::once(service_port("http", SERVICE_PORT))
+                    .chain(secrets::upload(dist).map(|_| service_port(UPLOAD_PORT_NAME, UPLOAD_SERVICE_PORT)))
+                    .collect(),
+            ),
             traffic_distribution,
             ..ServiceSpec::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::example;
+
+    #[test]
+    fn the_upload_port_is_on_every_service_when_uploads_are_enabled() {
+        let mut dist = example();
+        let port_names = |service: &Service| -> Vec<String> {
+            service
+                .spec
+                .iter()
+                .flat_map(|s| s.ports.iter().flatten())
+                .filter_map(|p| p.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            port_names(&regional_service(&dist, &dist.spec.regions[0])),
+            ["http"]
+        );
+        assert_eq!(upload_endpoint(&dist, "web"), None);
+        dist.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
+            enabled: true,
+            target_origin: "bucket".into(),
+            client_keys_secret_ref: crate::api::SecretRef {
+                name: "uploaders".into(),
+            },
+            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+        });
+        assert_eq!(
+            port_names(&regional_service(&dist, &dist.spec.regions[0])),
+            ["http", "upload"]
+        );
+        assert_eq!(port_names(&fleet_service(&dist)), ["http", "upload"]);
+        assert_eq!(
+            upload_endpoint(&dist, "web").as_deref(),
+            Some("site.web.svc:8090")
+        );
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::edge_config::CACHE_DISK_PATH;
+use super::edge_config::{CACHE_DISK_PATH, UPLOAD_PORT_NAME};
 use super::{EdgeSizing, Settings, hash, metadata, names, quantity, secrets};
 use crate::api::{Distribution, Region};
 
@@ -23,7 +23,7 @@ use crate::api::{Distribution, Region};
 const EDGE_UID: i64 = 65532;
 /// Node label every node carries with its own name.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-use edgefleet_config::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV};
+use edgefleet_config::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV, LISTEN_UPLOAD_ENV};
 /// Memory an edge needs besides its cache when `spec.edge.resources` is not given.
 const MIN_OVERHEAD_BYTES: u64 = 64 << 20;
 
@@ -53,7 +53,7 @@ impl PodInputs {
                 .clone()
                 .unwrap_or_else(|| derived_resources(sizing.memory_bytes)),
             sizing,
-            listen: edgefleet_config::Listen::default(),
+            listen: listen(dist),
         }
     }
 
@@ -61,7 +61,12 @@ impl PodInputs {
         let resources = serde_json::to_string(&self.resources).unwrap_or_default();
         let disk = self.sizing.disk_bytes.unwrap_or(0).to_string();
         let memory = self.sizing.memory_bytes.to_string();
-        let listen = format!("{} {}", self.listen.data, self.listen.admin);
+        // The upload address counts only when there is one, so enabling uploads rolls the pods
+        // (a new port) while pods of Distributions without uploads keep their hash.
+        let listen = match self.listen.upload {
+            Some(upload) => format!("{} {} {upload}", self.listen.data, self.listen.admin),
+            None => format!("{} {}", self.listen.data, self.listen.admin),
+        };
         hash::short_hash([
             self.image.as_bytes(),
             resources.as_bytes(),
@@ -70,6 +75,15 @@ impl PodInputs {
             listen.as_bytes(),
         ])
     }
+}
+
+/// The pod's listen addresses: the defaults, plus the upload port when uploads are enabled.
+fn listen(dist: &Distribution) -> edgefleet_config::Listen {
+    let mut listen = edgefleet_config::Listen::default();
+    if secrets::upload(dist).is_some() {
+        listen.upload = Some(listen.upload_addr());
+    }
+    listen
 }
 
 /// The cache plus a quarter of it (at least 64 MiB) for connections, buffers and the index;
@@ -272,17 +286,27 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
             "--config-map".to_owned(),
             format!("{namespace}/{}", names::config_map(name)),
         ]),
-        env: Some(vec![
-            env(edgefleet_config::REGION_ENV, region.name.clone()),
-            // Listen addresses belong to the pod (they match its ports and change only with a
-            // restart), so they are set here rather than in the shared, hot-reloaded config.
-            env(LISTEN_DATA_ENV, pod.listen.data.to_string()),
-            env(LISTEN_ADMIN_ENV, pod.listen.admin.to_string()),
-        ]),
-        ports: Some(vec![
-            port("http", pod.listen.data.port()),
-            port("admin", pod.listen.admin.port()),
-        ]),
+        env: Some(
+            [
+                env(edgefleet_config::REGION_ENV, region.name.clone()),
+                // Listen addresses belong to the pod (they match its ports and change only with a
+                // restart), so they are set here rather than in the shared, hot-reloaded config.
+                env(LISTEN_DATA_ENV, pod.listen.data.to_string()),
+                env(LISTEN_ADMIN_ENV, pod.listen.admin.to_string()),
+            ]
+            .into_iter()
+            .chain(pod.listen.upload.map(|a| env(LISTEN_UPLOAD_ENV, a.to_string())))
+            .collect(),
+        ),
+        ports: Some(
+            [
+                port("http", pod.listen.data.port()),
+                port("admin", pod.listen.admin.port()),
+            ]
+            .into_iter()
+            .chain(pod.listen.upload.map(|a| port(UPLOAD_PORT_NAME, a.port())))
+            .collect(),
+        ),
         readiness_probe: Some(probe("/readyz", 2, 2)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: Some(pod.resources.clone()),
@@ -445,5 +469,68 @@ mod tests {
         let pod = PodInputs::new(&example(), &settings(), sizing());
         let memory = &pod.resources.limits.as_ref().expect("limits")["memory"];
         assert_eq!(memory.0, "320Mi", "256Mi of cache plus a quarter");
+    }
+
+    #[test]
+    fn uploads_add_a_port_and_its_address_and_roll_the_pods() {
+        let plain = example();
+        let mut uploading = example();
+        uploading.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
+            enabled: true,
+            target_origin: "bucket".into(),
+            client_keys_secret_ref: crate::api::SecretRef {
+                name: "uploaders".into(),
+            },
+            max_object_size: Quantity("1Gi".into()),
+        });
+        let container = |d: &Deployment| {
+            d.spec
+                .as_ref()
+                .expect("spec")
+                .template
+                .spec
+                .as_ref()
+                .expect("pod")
+                .containers[0]
+                .clone()
+        };
+        let with = rendered(&uploading);
+        let edge = container(&with);
+        let ports: Vec<_> = edge
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("http".into(), 8080),
+                ("admin".into(), 9901),
+                ("upload".into(), 8090)
+            ]
+        );
+        assert!(
+            edge.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == LISTEN_UPLOAD_ENV && e.value.as_deref() == Some("0.0.0.0:8090"))
+        );
+        let without = rendered(&plain);
+        assert!(
+            !container(&without)
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some("upload"))
+        );
+        assert_ne!(pod_hash(&with), pod_hash(&without), "a new port needs new pods");
+        uploading
+            .spec
+            .upload_acceleration
+            .as_mut()
+            .expect("upload")
+            .enabled = false;
+        assert_eq!(pod_hash(&rendered(&uploading)), pod_hash(&without));
     }
 }
