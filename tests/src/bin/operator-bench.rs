@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
 
         let cpu_before = cluster.dir().map(component_cpu).unwrap_or_default();
         let allocations_before = cluster_ip_allocations(cluster).await?;
+        let load_before = load_average();
         let started = Instant::now();
         let all_ready = tokio::spawn(wait_all_ready(api.clone(), n, Duration::from_secs(900)));
         let deployments = tokio::spawn(follow_deployments(
@@ -99,6 +100,10 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect();
         eprintln!("bench-{n}: CPU seconds during the run: {}", cpu.join(", "));
+        eprintln!(
+            "bench-{n}: load average (1 min) {load_before} at the start, {} at the end",
+            load_average()
+        );
         let allocations = cluster_ip_allocations(cluster).await?;
         eprintln!(
             "bench-{n}: {:.0} Service ClusterIPs allocated in {:.1} s (one at a time in the API server)",
@@ -242,6 +247,14 @@ async fn cluster_ip_allocations(cluster: &Cluster) -> anyhow::Result<(f64, f64)>
         sum_metric(&metrics, &format!("{name}_count"), |_| true),
         sum_metric(&metrics, &format!("{name}_sum"), |_| true),
     ))
+}
+
+/// The 1-minute load average: the bench shares the machine's cores with whatever else runs.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// CPU seconds (user + system) of each process whose command line names `dir` (the components
