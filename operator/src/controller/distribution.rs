@@ -153,7 +153,8 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     };
     let current = dist.status.clone().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let desired = status::status(&observation, &current, &now);
+    let mut desired = status::status(&observation, &current, &now);
+    desired.upload_endpoint = render::upload_endpoint(&dist, &namespace);
     let publish = |event: Option<kube::runtime::events::Event>| {
         events::publish(
             &ctx.client,

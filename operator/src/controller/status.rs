@@ -210,6 +210,7 @@ pub(super) fn status(obs: &Observation<'_>, previous: &DistributionStatus, now: 
             })
             .collect(),
         service: Some(obs.service.clone()),
+        // From the spec, not from observations: set by the reconciler (render::upload_endpoint).
         upload_endpoint: None,
     }
 }
