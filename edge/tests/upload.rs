@@ -464,3 +464,39 @@ fn peak_rss_kib(pid: u32) -> u64 {
         })
         .expect("VmHWM of the edge")
 }
+
+/// curl's own SigV4 signer (`--aws-sigv4`), a client independent of the AWS SDKs.
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_signing_with_aws_sigv4_uploads() {
+    let setup = Setup::start(24 * MIB).await;
+    let file = setup.file("curl.txt", b"signed by curl");
+    let curl = |secret: &str| {
+        let mut command = Command::new("curl");
+        command.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-T",
+            path_str(&file),
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            &format!("{CLIENT_KEY}:{secret}"),
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            &format!("{}/{BUCKET}/by-curl.txt", setup.upload),
+        ]);
+        command
+    };
+    let wrong = run(curl("wrong"), None).await.expect("curl runs");
+    assert_eq!(wrong.stdout, "403", "{}", wrong.stderr);
+    assert_eq!(setup.stored("by-curl.txt"), None);
+    let output = run(curl(CLIENT_SECRET), None).await.expect("curl runs");
+    assert_eq!(output.stdout, "200", "{}\n{}", output.stderr, setup.edge.log());
+    assert_eq!(
+        setup.stored("by-curl.txt").as_deref(),
+        Some(&b"signed by curl"[..])
+    );
+}
