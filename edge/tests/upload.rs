@@ -47,6 +47,15 @@ try:
         s3.upload_file(sys.argv[7], bucket, key, Config=TransferConfig(
             multipart_threshold=part, multipart_chunksize=part, max_concurrency=2))
         print(json.dumps({"ok": True}))
+    elif op == "tamper":
+        # Signed for one body, sent with another of the same length: a replayed or altered request.
+        def swap(request, **kwargs):
+            body = request.body if isinstance(request.body, bytes) else request.body.read()
+            request.body = bytes(b ^ 1 for b in body)
+        s3.meta.events.register("before-send.s3.PutObject", swap)
+        with open(sys.argv[7], "rb") as body:
+            s3.put_object(Bucket=bucket, Key=key, Body=body.read())
+        print(json.dumps({"ok": True}))
     elif op == "presign":
         print(json.dumps({"ok": True, "url": s3.generate_presigned_url(
             "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)}))
@@ -499,4 +508,25 @@ async fn curl_signing_with_aws_sigv4_uploads() {
         setup.stored("by-curl.txt").as_deref(),
         Some(&b"signed by curl"[..])
     );
+}
+
+/// The SHA-256 the client signed travels to the bucket under the edge's signature, so a body that
+/// is not the one signed is refused by the bucket as it streams, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_other_than_the_signed_one_is_refused() {
+    let setup = Setup::start(24 * MIB).await;
+    let file = setup.file("signed.txt", b"the body that was signed");
+    let answer = setup
+        .client(
+            CLIENT_KEY,
+            CLIENT_SECRET,
+            &["tamper", "tampered.txt", path_str(&file)],
+        )
+        .await;
+    assert_eq!(
+        (&answer["status"], &answer["code"]),
+        (&json!(400), &json!("XAmzContentSHA256Mismatch")),
+        "{answer}"
+    );
+    assert_eq!(setup.stored("tampered.txt"), None);
 }
