@@ -4,7 +4,10 @@
 //! keys are refused, the size limit holds, and nothing is left behind when an upload is refused.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use common::{Edge, base_config, free_port};
@@ -76,6 +79,11 @@ struct Setup {
 
 impl Setup {
     async fn start(max_object_bytes: u64) -> Self {
+        Self::start_with(max_object_bytes, 30).await
+    }
+
+    /// With the origin's read timeout, which bounds every silence of an upload.
+    async fn start_with(max_object_bytes: u64, read_timeout_seconds: u64) -> Self {
         let server = S3Server::start().await.expect("S3 server");
         server.create_bucket(BUCKET).await.expect("bucket");
         let files = tempfile::tempdir().expect("files");
@@ -99,7 +107,7 @@ impl Setup {
             "pathStyle": true,
             "accessKeyIdFile": origin_key,
             "secretAccessKeyFile": origin_secret,
-            "readTimeoutSeconds": 30,
+            "readTimeoutSeconds": read_timeout_seconds,
         }}]);
         config["defaultBehavior"] = json!({"targetOrigin": "bucket"});
         config["upload"] = json!({
@@ -529,4 +537,53 @@ async fn a_body_other_than_the_signed_one_is_refused() {
         "{answer}"
     );
     assert_eq!(setup.stored("tampered.txt"), None);
+}
+
+/// Sends a presigned PUT by hand, `parts` of the body `gap` apart, and returns the answer.
+async fn paced_put(upload: &str, url: &str, parts: &[&[u8]], declared: usize, gap: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = upload.trim_start_matches("http://");
+    let target = url
+        .split_once(address)
+        .map(|(_, t)| t)
+        .expect("URL on the upload port");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for part in parts {
+        stream.write_all(part).await.expect("part");
+        tokio::time::sleep(gap).await;
+    }
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut answer)).await;
+    assert!(read.is_ok(), "no answer within 20 s; got {answer:?}");
+    answer
+}
+
+/// The origin's read timeout (2 s here) bounds silences, not uploads: a client that keeps
+/// sending for longer succeeds, one that goes quiet is cut off and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_uploads_succeed_and_stalled_ones_are_cut_off() {
+    let setup = Setup::start_with(24 * MIB, 2).await;
+    let presign = async |key: &str| {
+        let answer = setup.client(CLIENT_KEY, CLIENT_SECRET, &["presign", key]).await;
+        answer["url"].as_str().expect("url").to_owned()
+    };
+    let slow_url = presign("slow.txt").await;
+    let parts: Vec<&[u8]> = vec![b"0123456789"; 6];
+    let answer = paced_put(&setup.upload, &slow_url, &parts, 60, Duration::from_millis(700)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        setup.edge.log()
+    );
+    assert_eq!(setup.stored("slow.txt").map(|b| b.len()), Some(60));
+
+    let stalled_url = presign("stalled.txt").await;
+    let answer = paced_put(&setup.upload, &stalled_url, &[b"0123456789"], 100, Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
+    assert_eq!(setup.stored("stalled.txt"), None);
 }

@@ -1,6 +1,8 @@
 //! The target bucket: requests to the S3 origin, re-signed with the origin's credentials. The
 //! body streams through as it arrives; the payload hash the client signed goes with it, so the
-//! origin checks the bytes it receives against what the client signed.
+//! origin checks the bytes it receives against what the client signed. The origin's read timeout
+//! applies to silences (of the client while it sends, of the origin once the body is complete),
+//! never to the whole upload.
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
@@ -14,16 +16,17 @@ use aws_sigv4::{
     },
     sign::v4,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use percent_encoding::utf8_percent_encode;
 
 use edgefleet_config::S3Origin;
 
+use super::{errors::S3Error, idle};
 use crate::{
     error::{Error, Result},
     origin::{
-        OriginBody, OriginError,
-        http::{OutgoingBody, PooledClient, pooled_client, send},
+        OriginBody,
+        http::{OutgoingBody, PooledClient, pooled_client},
         s3::{KEY_ENCODE, read_secret},
     },
 };
@@ -100,11 +103,8 @@ impl Bucket {
         mut headers: HeaderMap,
         payload: &str,
         body: OutgoingBody,
-    ) -> Result<Response<OriginBody>, OriginError> {
-        let failed = |reason: String| OriginError::Unreachable {
-            origin: self.origin.clone(),
-            reason,
-        };
+    ) -> Result<Response<OriginBody>, S3Error> {
+        let failed = |reason: String| S3Error::bad_gateway(format!("origin {}: {reason}", self.origin));
         let mut url = format!(
             "{}://{}{}/{}",
             self.scheme,
@@ -120,6 +120,7 @@ impl Bucket {
             header::HOST,
             HeaderValue::from_str(&self.host).map_err(|e| failed(e.to_string()))?,
         );
+        let (body, watch) = idle::watched(body, self.read_timeout);
         let mut request = Request::builder()
             .method(method)
             .uri(&url)
@@ -132,7 +133,29 @@ impl Bucket {
         } else if let Ok(value) = HeaderValue::from_str(payload) {
             request.headers_mut().insert(super::sigv4::CONTENT_SHA256, value);
         }
-        send(&self.client, &self.origin, request, self.read_timeout).await
+        let answer_due = async {
+            watch.ended().await;
+            tokio::time::sleep(self.read_timeout).await;
+        };
+        tokio::select! {
+            answered = self.client.request(request) => match answered {
+                Ok(response) => Ok(response.map(|b| OriginBody::new(b, self.origin.clone(), self.read_timeout))),
+                Err(_) if watch.stalled() => Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "RequestTimeout",
+                    format!(
+                        "Your socket connection to the server was not read from or written to within the timeout period ({} s).",
+                        self.read_timeout.as_secs()
+                    ),
+                )),
+                Err(e) => Err(failed(innermost(&e))),
+            },
+            () = answer_due => Err(S3Error::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "GatewayTimeout",
+                format!("origin {} did not answer within {} s of the upload's end", self.origin, self.read_timeout.as_secs()),
+            )),
+        }
     }
 
     fn sign(
@@ -171,4 +194,13 @@ impl Bucket {
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
+}
+
+/// The innermost cause of a client error ("Connection refused"), which a person can act on.
+fn innermost(error: &hyper_util::client::legacy::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }

@@ -11,6 +11,7 @@
 //! After a write the edge purges its own cached copy of the object.
 mod bucket;
 mod errors;
+mod idle;
 mod keys;
 mod ledger;
 mod server;
@@ -37,7 +38,7 @@ use crate::{
     cache::invalidation::PurgePattern,
     error::{Error, Result},
     metrics::UploadLabels,
-    origin::{OriginBody, OriginError, http::OutgoingBody, s3::KEY_ENCODE},
+    origin::{OriginBody, http::OutgoingBody, s3::KEY_ENCODE},
     proxy::Edge,
 };
 use bucket::Bucket;
@@ -475,7 +476,6 @@ impl Call<'_> {
             .bucket
             .send(method, self.key, query, self.headers.clone(), self.payload, body)
             .await
-            .map_err(origin_failed)
     }
 }
 
@@ -594,15 +594,6 @@ fn encode(text: &str) -> String {
 
 fn empty() -> OutgoingBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-fn origin_failed(error: OriginError) -> S3Error {
-    match error {
-        OriginError::Timeout { .. } => {
-            S3Error::new(StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", error.to_string())
-        }
-        other => S3Error::bad_gateway(other.to_string()),
-    }
 }
 
 /// The origin's answer, passed on; a 403 means the edge's own credentials were refused, which
