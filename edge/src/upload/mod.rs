@@ -647,11 +647,18 @@ fn rebuild_with(head: http::response::Parts, xml: String, status: StatusCode) ->
     out
 }
 
-/// The text of the first `<name>` element (S3's answers are flat enough for this).
+/// The text of the first `<name>` element, unescaped (S3's answers are flat enough for this).
 fn element(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + xml[start..].find(&format!("</{name}>"))?;
-    Some(xml[start..end].to_owned())
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
 }
 
 #[cfg(test)]
@@ -768,6 +775,10 @@ mod tests {
     fn upload_ids_are_read_from_the_answer() {
         let xml = "<?xml version=\"1.0\"?><InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>abc-123</UploadId></InitiateMultipartUploadResult>";
         assert_eq!(element(xml, "UploadId").as_deref(), Some("abc-123"));
+        assert_eq!(
+            element("<UploadId>a&amp;b&lt;c</UploadId>", "UploadId").as_deref(),
+            Some("a&b<c")
+        );
         assert_eq!(element(xml, "Missing"), None);
     }
 }
