@@ -335,6 +335,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_the_list_while_its_source_is_unchanged() {
+        let config = |port: u16| OriginShield {
+            region: "eu-west".into(),
+            url: "http://shield".into(),
+            service: None,
+            peers: vec![edgefleet_config::ShieldPeer {
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+                name: None,
+            }],
+        };
+        let first = peers(&config(1), None, None).expect("a fixed list");
+        let kept = peers(&config(1), None, Some(&first)).expect("a fixed list");
+        assert!(Arc::ptr_eq(&first, &kept));
+        let changed = peers(&config(2), None, Some(&first)).expect("a fixed list");
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let mut by_service = config(1);
+        by_service.peers.clear();
+        by_service.service = Some(edgefleet_config::ShieldService {
+            name: "site-eu-west".into(),
+            port: "http".into(),
+        });
+        assert!(
+            peers(&by_service, None, Some(&first)).is_none(),
+            "outside a cluster a Service cannot be watched: the URL is used"
+        );
+    }
+
+    #[test]
     fn the_routing_key_is_host_path_and_query() {
         let request = |host: &str, path: &str, query: Option<&str>| OriginRequest {
             method: http::Method::GET,
