@@ -45,6 +45,15 @@ try:
             answer = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain",
                                    Metadata={"owner": "tests"})
         print(json.dumps({"ok": True, "etag": answer["ETag"]}))
+    elif op == "put-trailer":
+        # What boto3 sends over TLS (a TLS-terminating Ingress in front of the edge): an
+        # aws-chunked body with a CRC32 trailer and STREAMING-UNSIGNED-PAYLOAD-TRAILER.
+        import botocore.httpchecksum as checksums
+        from urllib.parse import urlparse
+        checksums.urlparse = lambda url: urlparse(url.replace("http://", "https://", 1))
+        with open(sys.argv[7], "rb") as body:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+        print(json.dumps({"ok": True}))
     elif op == "multipart":
         part = int(sys.argv[8])
         s3.upload_file(sys.argv[7], bucket, key, Config=TransferConfig(
@@ -586,4 +595,39 @@ async fn slow_uploads_succeed_and_stalled_ones_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
     assert_eq!(setup.stored("stalled.txt"), None);
+}
+
+/// boto3 behind TLS sends aws-chunked bodies with a trailing checksum
+/// (STREAMING-UNSIGNED-PAYLOAD-TRAILER, no Content-Length): they are passed on as they are, the
+/// bucket checks the trailer, and the size limit applies to the decoded length.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_chunked_bodies_with_a_trailing_checksum_are_passed_on() {
+    let setup = Setup::start(4 * MIB).await;
+    let body = pattern(3 * MIB);
+    let file = setup.file("chunked.bin", &body);
+    let answer = setup
+        .client(
+            CLIENT_KEY,
+            CLIENT_SECRET,
+            &["put-trailer", "chunked.bin", path_str(&file)],
+        )
+        .await;
+    assert_eq!(answer["ok"], true, "{answer}\n{}", setup.edge.log());
+    let stored = setup.stored("chunked.bin").expect("stored");
+    assert_eq!(sha256(&stored), sha256(&body));
+
+    let big = setup.file("too-big.bin", &pattern(5 * MIB));
+    let answer = setup
+        .client(
+            CLIENT_KEY,
+            CLIENT_SECRET,
+            &["put-trailer", "too-big.bin", path_str(&big)],
+        )
+        .await;
+    assert_eq!(
+        (&answer["status"], &answer["code"]),
+        (&json!(413), &json!("EntityTooLarge")),
+        "{answer}"
+    );
+    assert_eq!(setup.stored("too-big.bin"), None);
 }
