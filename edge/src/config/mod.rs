@@ -189,4 +189,7 @@ fn warn_restart_only(old: &EdgeConfig, new: &EdgeConfig) {
     if old.cache != new.cache {
         tracing::warn!("cache settings changed; they take effect on restart");
     }
+    if old.upload.is_none() && new.upload.is_some() {
+        tracing::warn!("an upload section was added; the upload port opens on restart");
+    }
 }
