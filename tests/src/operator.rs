@@ -4,6 +4,7 @@
 //! the API with a token of the ServiceAccount the chart created, so it has exactly the chart's
 //! RBAC: a missing permission fails the tests as it would fail in a real cluster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -192,6 +193,22 @@ impl Operator {
         format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
+    /// The operator's metrics, read from its `/metrics`.
+    pub async fn metrics(&self) -> Result<Samples> {
+        let url = format!("{}/metrics", self.base_url());
+        let failed = |e: reqwest::Error| Error::Invalid {
+            what: format!("answer of {url}"),
+            reason: e.to_string(),
+        };
+        let text = reqwest::get(&url)
+            .await
+            .map_err(failed)?
+            .text()
+            .await
+            .map_err(failed)?;
+        Ok(Samples::parse(&text))
+    }
+
     /// The operator's process id (for reading its CPU time and memory from /proc).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -208,5 +225,66 @@ impl Operator {
             .kill()
             .await
             .context(|| "cannot kill the operator".to_owned())
+    }
+}
+
+/// Prometheus samples (an operator's, or any `/metrics` text): `name{labels}` → value.
+#[derive(Debug, Clone, Default)]
+pub struct Samples(BTreeMap<String, f64>);
+
+impl Samples {
+    /// Reads the samples of a Prometheus text exposition (comments and unparsable lines skipped).
+    pub fn parse(text: &str) -> Self {
+        Self(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.rsplit_once(' '))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect(),
+        )
+    }
+
+    /// The sample `key` (`name{labels}` as exposed), 0 when absent.
+    pub fn value(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// Requests the operator sent to the Kubernetes API.
+    pub fn api_requests(&self) -> f64 {
+        self.sum("edgefleet_operator_api_requests_total", |_| true)
+    }
+
+    /// Requests that write (every method but GET).
+    pub fn api_writes(&self) -> f64 {
+        self.sum("edgefleet_operator_api_requests_total", |labels| {
+            !labels.contains("method=\"GET\"")
+        })
+    }
+
+    /// Reconcile passes over Distributions.
+    pub fn distribution_passes(&self) -> f64 {
+        self.sum("edgefleet_operator_reconciliations_total", |labels| {
+            labels.contains("kind=\"Distribution\"")
+        })
+    }
+
+    /// Every sample of the counter `name` (with or without labels), for reading where requests go.
+    pub fn samples<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        self.0
+            .iter()
+            .filter(move |(key, _)| key.split('{').next() == Some(name))
+            .map(|(key, value)| (key.as_str(), *value))
+    }
+
+    /// The sum of every sample of `name`.
+    pub fn total(&self, name: &str) -> f64 {
+        self.sum(name, |_| true)
+    }
+
+    fn sum(&self, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+        self.samples(name)
+            .filter(|(key, _)| keep(key))
+            .map(|(_, v)| v)
+            .sum()
     }
 }

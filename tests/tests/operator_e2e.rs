@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgefleet_e2e::binaries::workspace_binary;
-use edgefleet_e2e::operator::{Operator, Release, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::operator::{Operator, Release, Samples, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::{Cluster, Error, wait_for};
 use futures::{StreamExt, TryStreamExt};
@@ -210,24 +210,9 @@ impl Fleet {
     }
 
     /// The counters of this test's operator.
-    async fn metrics(&self) -> BTreeMap<String, f64> {
-        metrics(self.operator()).await
+    async fn metrics(&self) -> Samples {
+        self.operator().metrics().await.expect("operator metrics")
     }
-}
-
-/// An operator's counters: reconciles of Distributions and API requests by method.
-async fn metrics(operator: &Operator) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.base_url()))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
 }
 
 fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
@@ -258,27 +243,6 @@ fn http_distribution(name: &str, regions: &[(&str, i32)]) -> String {
         }
     })
     .to_string()
-}
-
-fn api_writes(metrics: &BTreeMap<String, f64>) -> f64 {
-    ["POST", "PUT", "PATCH", "DELETE"]
-        .iter()
-        .map(|m| {
-            metrics
-                .get(&format!(
-                    "edgefleet_operator_api_requests_total{{method=\"{m}\"}}"
-                ))
-                .copied()
-                .unwrap_or(0.0)
-        })
-        .sum()
-}
-
-fn reconciles(metrics: &BTreeMap<String, f64>) -> f64 {
-    metrics
-        .get("edgefleet_operator_reconciliations_total{kind=\"Distribution\"}")
-        .copied()
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -451,14 +415,14 @@ async fn a_converged_distribution_is_left_alone_and_drift_is_corrected() {
         CONVERGE,
         || async {
             let now = fleet.metrics().await;
-            Ok((reconciles(&now) > reconciles(&before)).then_some(now))
+            Ok((now.distribution_passes() > before.distribution_passes()).then_some(now))
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
     assert_eq!(
-        api_writes(&after),
-        api_writes(&before),
+        after.api_writes(),
+        before.api_writes(),
         "a pass over a converged Distribution wrote to the API"
     );
     let mut changed = fleet.spec_versions("quiet").await;
@@ -1069,7 +1033,12 @@ async fn a_leader_killed_mid_reconcile_is_replaced_and_the_new_leader_converges(
     );
     assert_eq!(dist.data["status"]["readyRegions"], "3/3");
     assert!(
-        reconciles(&metrics(&follower).await) > 0.0,
+        follower
+            .metrics()
+            .await
+            .expect("operator metrics")
+            .distribution_passes()
+            > 0.0,
         "the new leader reconciled"
     );
 

@@ -327,44 +327,6 @@ fn http_distribution(name: &str, origin: &str, regions: &[(&str, i32)]) -> Value
     })
 }
 
-/// The operator's counters from its /metrics.
-async fn metrics(operator: &Operator) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.base_url()))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
-}
-
-fn metric(metrics: &BTreeMap<String, f64>, key: &str) -> f64 {
-    metrics.get(key).copied().unwrap_or(0.0)
-}
-
-fn api_writes(metrics: &BTreeMap<String, f64>) -> f64 {
-    ["POST", "PUT", "PATCH", "DELETE"]
-        .iter()
-        .map(|m| {
-            metric(
-                metrics,
-                &format!("edgefleet_operator_api_requests_total{{method=\"{m}\"}}"),
-            )
-        })
-        .sum()
-}
-
-fn reconciles(metrics: &BTreeMap<String, f64>) -> f64 {
-    metric(
-        metrics,
-        "edgefleet_operator_reconciliations_total{kind=\"Distribution\"}",
-    )
-}
-
 /// An HTTP/1.1 origin on 127.0.0.1 that answers every GET (or HEAD) with a small body naming
 /// the path, without Cache-Control (so the Distribution's default TTL applies), and counts the
 /// requests per path. Enough HTTP for an edge's pooled keep-alive connections: requests without
@@ -734,8 +696,8 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
         other => panic!("the Lease is held by {other:?}, not one of the replicas"),
     };
 
-    let leader_before = metrics(&leader).await;
-    let follower_before = metrics(&follower).await;
+    let leader_before = or_logs(leader.metrics().await, &[&leader, &follower]);
+    let follower_before = or_logs(follower.metrics().await, &[&leader, &follower]);
     let regions = [("eu-west", 0), ("us-east", 0)];
     setup
         .kubectl_apply(&http_distribution("led", "http://127.0.0.1:9", &regions))
@@ -743,20 +705,24 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
     setup
         .wait_condition("led", ("Ready", "True", "AllRegionsReady"), &[&leader, &follower])
         .await;
-    let leader_after = metrics(&leader).await;
-    let follower_after = metrics(&follower).await;
+    let leader_after = or_logs(leader.metrics().await, &[&leader, &follower]);
+    let follower_after = or_logs(follower.metrics().await, &[&leader, &follower]);
     assert!(
-        api_writes(&leader_after) > api_writes(&leader_before),
+        leader_after.api_writes() > leader_before.api_writes(),
         "the leader made the Distribution Ready"
     );
     assert_eq!(
-        api_writes(&follower_after),
-        api_writes(&follower_before),
+        follower_after.api_writes(),
+        follower_before.api_writes(),
         "the follower wrote to the API"
     );
-    assert_eq!(reconciles(&follower_after), 0.0, "the follower reconciled");
-    assert_eq!(metric(&leader_after, "edgefleet_operator_leader"), 1.0);
-    assert_eq!(metric(&follower_after, "edgefleet_operator_leader"), 0.0);
+    assert_eq!(
+        follower_after.distribution_passes(),
+        0.0,
+        "the follower reconciled"
+    );
+    assert_eq!(leader_after.value("edgefleet_operator_leader"), 1.0);
+    assert_eq!(follower_after.value("edgefleet_operator_leader"), 0.0);
     let events = setup
         .api::<Event>()
         .list(&ListParams::default())
@@ -816,7 +782,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
         .get("led-ap-south")
         .await
         .expect("the new leader created the added region");
-    assert!(reconciles(&metrics(&follower).await) > 0.0);
+    assert!(or_logs(follower.metrics().await, &[&follower]).distribution_passes() > 0.0);
 }
 
 #[tokio::test]

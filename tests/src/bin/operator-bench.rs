@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::Cluster;
-use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::operator::{Operator, Samples, install_chart, service_account_kubeconfig};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
@@ -114,24 +114,19 @@ async fn main() -> anyhow::Result<()> {
             let copy = Path::new(&dir).join(format!("operator-bench-{n}.log"));
             std::fs::write(&copy, operator.log())?;
         }
-        let metrics = reqwest::get(format!("{}/metrics", operator.base_url()))
-            .await?
-            .text()
-            .await?;
-        let requests = sum_metric(&metrics, "edgefleet_operator_api_requests_total", |_| true);
-        let writes = sum_metric(&metrics, "edgefleet_operator_api_requests_total", |l| {
-            !l.contains("method=\"GET\"")
-        });
+        let samples = operator.metrics().await?;
+        let requests = samples.api_requests();
+        let writes = samples.api_writes();
         // The per-method and per-kind counts behind the table, for reading where requests go.
-        for line in metrics.lines().filter(|l| {
-            l.starts_with("edgefleet_operator_api_requests_total")
-                || l.starts_with("edgefleet_operator_reconciliations_total")
-        }) {
-            eprintln!("bench-{n}: {line}");
+        for name in [
+            "edgefleet_operator_api_requests_total",
+            "edgefleet_operator_reconciliations_total",
+        ] {
+            for (sample, value) in samples.samples(name) {
+                eprintln!("bench-{n}: {sample} {value}");
+            }
         }
-        let reconciles = sum_metric(&metrics, "edgefleet_operator_reconciliations_total", |l| {
-            l.contains("Distribution")
-        });
+        let reconciles = samples.distribution_passes();
         println!(
             "| {n} | {:.1} s | {rss_mib:.1} MiB | {cpu_s:.1} s | {:.1} | {:.1} | {:.1} |",
             took.as_secs_f64(),
@@ -243,9 +238,10 @@ async fn follow_deployments(
 async fn cluster_ip_allocations(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
     let metrics = cluster.kubectl(&["get", "--raw", "/metrics"]).await?.stdout;
     let name = "kube_apiserver_clusterip_allocator_allocation_duration_seconds";
+    let samples = Samples::parse(&metrics);
     Ok((
-        sum_metric(&metrics, &format!("{name}_count"), |_| true),
-        sum_metric(&metrics, &format!("{name}_sum"), |_| true),
+        samples.total(&format!("{name}_count")),
+        samples.total(&format!("{name}_sum")),
     ))
 }
 
@@ -337,11 +333,4 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     let ticks: f64 =
         fields.get(11).unwrap_or(&"0").parse::<f64>()? + fields.get(12).unwrap_or(&"0").parse::<f64>()?;
     Ok((hwm_kib / 1024.0, ticks / 100.0))
-}
-
-fn sum_metric(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && keep(l))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
