@@ -299,15 +299,7 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
         container["resources"]["limits"]["memory"].is_string(),
         "memory limit missing"
     );
-    let env = |docs: &[serde_json::Value], name: &str| -> Option<String> {
-        find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-            .as_array()?
-            .iter()
-            .find(|e| e["name"] == name)?["value"]
-            .as_str()
-            .map(str::to_owned)
-    };
-    assert_eq!(env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("false"));
+    assert_eq!(operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("false"));
     assert!(
         find(&docs, "Role").is_empty(),
         "no Lease permissions without leader election"
@@ -317,7 +309,7 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
 
     // More than one replica turns leader election on, with Lease rights in its own namespace only.
     let docs = render_chart(&["replicaCount=2"]).await;
-    assert_eq!(env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("true"));
+    assert_eq!(operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("true"));
     let roles = find(&docs, "Role");
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "edgefleet-system");
@@ -326,10 +318,10 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
     // Values reach the operator.
     let docs = render_chart(&["topology.regionLabel=example.com/region", "logging.format=text"]).await;
     assert_eq!(
-        env(&docs, "EDGEFLEET_REGION_LABEL").as_deref(),
+        operator_env(&docs, "EDGEFLEET_REGION_LABEL").as_deref(),
         Some("example.com/region")
     );
-    assert_eq!(env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(), Some("text"));
+    assert_eq!(operator_env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(), Some("text"));
 }
 
 /// The rules of every ClusterRole (or Role) that grant something on `resource`.
