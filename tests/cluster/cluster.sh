@@ -458,10 +458,14 @@ cmd_up() {
   log "starting kube-controller-manager, kube-scheduler, kwok"
   # Client rate limits well above the defaults (20 QPS for the controllers, 50 for the
   # scheduler): with thousands of simulated pods they, not what is under test, set the pace.
+  # For the same reason more workers than the default 5 for Deployments, ReplicaSets and
+  # EndpointSlices: each sync waits on API round trips.
   start_component kube-controller-manager kube-controller-manager \
     --kubeconfig="$DIR/controller-manager.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
     --kube-api-qps=500 --kube-api-burst=1000 \
+    --concurrent-deployment-syncs=25 --concurrent-replicaset-syncs=25 \
+    --concurrent-service-endpoint-syncs=25 \
     --controllers="$controllers" \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$PKI/sa.key" \
