@@ -86,19 +86,22 @@ async fn exchange(
     }
 }
 
-/// The innermost cause is what a person can act on ("Connection refused").
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut last = e.to_string();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
+    let last = innermost_cause(e);
     if e.is_connect() {
         format!("cannot connect: {last}")
     } else {
         last
     }
+}
+
+/// The innermost cause of a client error is what a person can act on ("Connection refused").
+pub(crate) fn innermost_cause(error: &hyper_util::client::legacy::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 pub(crate) struct HttpClient {

@@ -44,6 +44,14 @@ const FORWARDED: [header::HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MO
 
 pub(crate) struct S3Client {
     id: Arc<str>,
+    endpoint: S3Endpoint,
+    read_timeout: Duration,
+    client: PooledClient,
+}
+
+/// Where an S3 origin's requests go and how they are signed: shared by object reads
+/// ([`S3Client`]) and uploads (`upload::Bucket`), so both address and sign the same way.
+pub(crate) struct S3Endpoint {
     scheme: String,
     /// `host[:port]` requests are sent to.
     host: String,
@@ -51,27 +59,12 @@ pub(crate) struct S3Client {
     bucket_path: String,
     region: String,
     credentials: Option<Credentials>,
-    read_timeout: Duration,
-    client: PooledClient,
 }
 
-pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
-    let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Error::EmptySecret {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(value.to_owned())
-}
+/// Why a request could not be signed (the `aws-sigv4` crate's errors have no common type).
+pub(crate) type SigningError = Box<dyn std::error::Error + Send + Sync>;
 
-impl S3Client {
+impl S3Endpoint {
     pub(crate) fn new(config: &S3Origin) -> Result<Self> {
         let invalid = |reason: String| Error::Origin {
             origin: config.id.clone(),
@@ -106,12 +99,102 @@ impl S3Client {
             _ => None,
         };
         Ok(Self {
-            id: config.id.as_str().into(),
             scheme: scheme.to_owned(),
             host,
             bucket_path,
             region: config.region.clone(),
             credentials,
+        })
+    }
+
+    /// `host[:port]`, the `Host` header of every request.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(crate) fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Anonymous access: requests go unsigned.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        self.credentials.is_none()
+    }
+
+    /// The URL of `key`, with `query` (already encoded, in S3's order) when not empty.
+    pub(crate) fn url(&self, key: &str, query: &str) -> String {
+        let mut url = format!(
+            "{}://{}{}/{}",
+            self.scheme,
+            self.host,
+            self.bucket_path,
+            utf8_percent_encode(key, KEY_ENCODE)
+        );
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
+    /// Signs `request` (sent to `url`, with the headers it already has) for S3; nothing to do
+    /// for an anonymous origin.
+    pub(crate) fn sign(
+        &self,
+        request: &mut Request<OutgoingBody>,
+        url: &str,
+        body: SignableBody<'_>,
+    ) -> Result<(), SigningError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        let mut settings = SigningSettings::default();
+        // S3 signs the path as sent (single encoding, no normalization) and wants the payload hash.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity = credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()?
+            .into();
+        let headers: Vec<(&str, &str)> = request
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = SignableRequest::new(request.method().as_str(), url, headers.into_iter(), body)?;
+        let (instructions, _signature) = sign(signable, &params)?.into_parts();
+        instructions.apply_to_request_http1x(request);
+        Ok(())
+    }
+}
+
+pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
+    let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::EmptySecret {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(value.to_owned())
+}
+
+impl S3Client {
+    pub(crate) fn new(config: &S3Origin) -> Result<Self> {
+        Ok(Self {
+            id: config.id.as_str().into(),
+            endpoint: S3Endpoint::new(config)?,
             read_timeout: Duration::from_secs(config.read_timeout_seconds),
             client: pooled_client(Duration::from_secs(config.connect_timeout_seconds)),
         })
@@ -132,13 +215,7 @@ impl S3Client {
             status: http::StatusCode::NOT_FOUND,
             reason: format!("no object for path {:?}", request.path),
         })?;
-        let url = format!(
-            "{}://{}{}/{}",
-            self.scheme,
-            self.host,
-            self.bucket_path,
-            utf8_percent_encode(&key, KEY_ENCODE)
-        );
+        let url = self.endpoint.url(&key, "");
         let mut outgoing: Request<OutgoingBody> = Request::builder()
             .method(request.method.clone())
             .uri(&url)
@@ -155,57 +232,18 @@ impl S3Client {
         }
         headers.insert(
             header::HOST,
-            HeaderValue::from_str(&self.host).map_err(|e| OriginError::Refused {
+            HeaderValue::from_str(self.endpoint.host()).map_err(|e| OriginError::Refused {
                 status: http::StatusCode::NOT_FOUND,
                 reason: e.to_string(),
             })?,
         );
-        if let Some(credentials) = &self.credentials {
-            self.sign(&mut outgoing, &url, credentials)?;
-        }
+        self.endpoint
+            .sign(&mut outgoing, &url, SignableBody::Bytes(&[]))
+            .map_err(|e| OriginError::Unreachable {
+                origin: self.id.clone(),
+                reason: format!("cannot sign the request: {e}"),
+            })?;
         send(&self.client, &self.id, outgoing, self.read_timeout).await
-    }
-
-    fn sign(
-        &self,
-        request: &mut Request<OutgoingBody>,
-        url: &str,
-        credentials: &Credentials,
-    ) -> Result<(), OriginError> {
-        let failed = |e: &dyn std::fmt::Display| OriginError::Unreachable {
-            origin: self.id.clone(),
-            reason: format!("cannot sign the request: {e}"),
-        };
-        let mut settings = SigningSettings::default();
-        // S3 signs the path as sent (single encoding, no normalization) and wants the payload hash.
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let identity = credentials.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| failed(&e))?
-            .into();
-        let headers: Vec<(&str, &str)> = request
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
-            .collect();
-        let signable = SignableRequest::new(
-            request.method().as_str(),
-            url,
-            headers.into_iter(),
-            SignableBody::Bytes(&[]),
-        )
-        .map_err(|e| failed(&e))?;
-        let (instructions, _signature) = sign(signable, &params).map_err(|e| failed(&e))?.into_parts();
-        instructions.apply_to_request_http1x(request);
-        Ok(())
     }
 }
 

@@ -496,7 +496,7 @@ fn authenticate(target: &Target, parts: &Parts, query: &[(String, String)]) -> R
         query,
         headers: &parts.headers,
     };
-    sigv4::verify(&claim, &signed, secret, &target.bucket.region, SystemTime::now())?;
+    sigv4::verify(&claim, &signed, secret, target.bucket.region(), SystemTime::now())?;
     Ok(claim)
 }
 
