@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -240,22 +241,11 @@ def wrk(port, path):
     return {"requests": requests, "rps": rps, "p50": lat.get("50"), "p99": lat.get("99")}
 
 
-def load_cpu_busy(before):
-    """Share of LOAD_CPU that was busy since `before` (a /proc/stat sample): near 1.0 means the
-    load generator, not the proxy, set the pace."""
-    after = cpu_sample()
-    busy = (after[0] - before[0]) / max(after[1] - before[1], 1)
-    return busy
-
-
-def cpu_sample():
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{LOAD_CPU} "):
-                v = [int(x) for x in line.split()[1:]]
-                idle = v[3] + v[4]
-                return sum(v) - idle, sum(v)
-    return 0, 1
+def children_cpu_seconds():
+    """CPU time of every finished child so far: its growth over a wrk run is wrk's own CPU time.
+    Near 100% of the run means the load generator, not the proxy, set the pace."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def oha(port, path, rate):
@@ -326,15 +316,16 @@ def main():
             for _ in range(RUNS):
                 for p in proxies:
                     pids = p.pids()
-                    before, load_before = cpu_seconds(pids), cpu_sample()
+                    before, wrk_before = cpu_seconds(pids), children_cpu_seconds()
                     r = wrk(p.port, path)
-                    r["load_busy"] = load_cpu_busy(load_before)
+                    r["load_busy"] = (children_cpu_seconds() - wrk_before) / DURATION
                     r["cpu"] = cpu_seconds(pids) - before
+                    r["proxy_busy"] = r["cpu"] / DURATION
                     r["per_cpu"] = r["requests"] / r["cpu"] if r["cpu"] > 0 else float("nan")
                     r["mib_s"] = r["rps"] * size / (1 << 20)
                     runs[p.name].append(r)
             for p in proxies:
-                med = {k: statistics.median(r[k] for r in runs[p.name]) for k in ("rps", "per_cpu", "mib_s", "p50", "p99", "load_busy")}
+                med = {k: statistics.median(r[k] for r in runs[p.name]) for k in ("rps", "per_cpu", "mib_s", "p50", "p99", "proxy_busy", "load_busy")}
                 med["rss"] = peak_rss_mib(p.pids())
                 results[(size, p.name)] = med
 
@@ -348,15 +339,16 @@ def main():
                 med["offered"] = rate
                 equal[(size, p.name)] = med
 
-        print("Closed loop (wrk): each proxy as fast as it answers")
+        print("Closed loop (wrk): each proxy as fast as it answers. Proxy and wrk CPU are shares of the run;")
+        print("where wrk is near 100% and the proxy is not, wrk set the pace and req/CPU-s is the comparable figure.")
         print()
-        header = f"| {'object':7} | {'proxy':9} | {'req/s':>9} | {'req/CPU-s':>9} | {'MiB/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MiB':>12} | {'wrk CPU busy':>12} |"
+        header = f"| {'object':7} | {'proxy':9} | {'req/s':>9} | {'req/CPU-s':>9} | {'MiB/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MiB':>12} | {'proxy CPU':>9} | {'wrk CPU':>7} |"
         print(header)
         print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
         for size in SIZES:
             for p in proxies:
                 m = results[(size, p.name)]
-                print(f"| {human(size):7} | {p.name:9} | {m['rps']:9.0f} | {m['per_cpu']:9.0f} | {m['mib_s']:8.1f} | {m['p50']:7.2f} | {m['p99']:7.2f} | {m['rss']:12.1f} | {m['load_busy'] * 100:11.0f}% |")
+                print(f"| {human(size):7} | {p.name:9} | {m['rps']:9.0f} | {m['per_cpu']:9.0f} | {m['mib_s']:8.1f} | {m['p50']:7.2f} | {m['p99']:7.2f} | {m['rss']:12.1f} | {m['proxy_busy'] * 100:8.0f}% | {m['load_busy'] * 100:6.0f}% |")
         print()
         print(f"Equal offered load (oha, open loop, corrected for coordinated omission): {EQUAL_LOAD:.0%} of the slowest proxy's closed-loop rate")
         print()
