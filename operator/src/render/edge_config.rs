@@ -231,7 +231,7 @@ fn method(method: HttpMethod) -> config::Method {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::{example, sizing};
+    use crate::render::tests::{example, sizing, uploads};
 
     #[test]
     fn renders_the_example_with_the_shield_service_and_secret_file_paths() {
@@ -289,14 +289,7 @@ mod tests {
             edge_config(&dist, "web", &sizing(), None).expect("valid").upload,
             None
         );
-        dist.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
-            enabled: true,
-            target_origin: "bucket".into(),
-            client_keys_secret_ref: crate::api::SecretRef {
-                name: "uploaders".into(),
-            },
-            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("2Gi".into()),
-        });
+        dist.spec.upload_acceleration = uploads("2Gi");
         let config = edge_config(&dist, "web", &sizing(), None).expect("valid");
         assert_eq!(
             config.upload,

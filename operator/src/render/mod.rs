@@ -429,6 +429,18 @@ pub(crate) mod tests {
         dist
     }
 
+    /// Upload acceleration into the example's `bucket` origin, client keys in Secret `uploaders`.
+    pub(crate) fn uploads(max_object_size: &str) -> Option<crate::api::UploadAcceleration> {
+        Some(crate::api::UploadAcceleration {
+            enabled: true,
+            target_origin: "bucket".into(),
+            client_keys_secret_ref: crate::api::SecretRef {
+                name: "uploaders".into(),
+            },
+            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity(max_object_size.into()),
+        })
+    }
+
     pub(crate) fn settings() -> Settings {
         Settings {
             region_label: "example.com/region".into(),

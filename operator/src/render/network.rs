@@ -80,7 +80,7 @@ fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::example;
+    use crate::render::tests::{example, uploads};
 
     #[test]
     fn the_upload_port_is_on_every_service_when_uploads_are_enabled() {
@@ -98,14 +98,7 @@ mod tests {
             ["http"]
         );
         assert_eq!(upload_endpoint(&dist, "web"), None);
-        dist.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
-            enabled: true,
-            target_origin: "bucket".into(),
-            client_keys_secret_ref: crate::api::SecretRef {
-                name: "uploaders".into(),
-            },
-            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
-        });
+        dist.spec.upload_acceleration = uploads("1Gi");
         assert_eq!(
             port_names(&regional_service(&dist, &dist.spec.regions[0])),
             ["http", "upload"]

@@ -238,7 +238,7 @@ fn dist_name(dist: &Distribution) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::example;
+    use crate::render::tests::{example, uploads};
 
     fn secret_with(pairs: &[(&str, &str)]) -> Option<Secret> {
         Some(Secret {
@@ -290,21 +290,10 @@ mod tests {
         );
     }
 
-    fn with_uploads(dist: &mut Distribution) {
-        dist.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
-            enabled: true,
-            target_origin: "bucket".into(),
-            client_keys_secret_ref: crate::api::SecretRef {
-                name: "uploaders".into(),
-            },
-            max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
-        });
-    }
-
     #[test]
     fn upload_client_keys_are_copied_into_the_edge_secret() {
         let mut dist = example();
-        with_uploads(&mut dist);
+        dist.spec.upload_acceleration = uploads("1Gi");
         assert!(referenced_secrets(&dist).contains(&"uploaders".to_owned()));
         let origin = secret_with(&[("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "key")]);
         let secrets = BTreeMap::from([

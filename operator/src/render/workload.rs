@@ -366,7 +366,7 @@ pub(super) fn disruption_budget(dist: &Distribution, region: &Region) -> PodDisr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::{example, settings, sizing};
+    use crate::render::tests::{example, settings, sizing, uploads};
 
     fn rendered(dist: &Distribution) -> Deployment {
         let pod = PodInputs::new(dist, &settings(), sizing());
@@ -475,14 +475,7 @@ mod tests {
     fn uploads_add_a_port_and_its_address_and_roll_the_pods() {
         let plain = example();
         let mut uploading = example();
-        uploading.spec.upload_acceleration = Some(crate::api::UploadAcceleration {
-            enabled: true,
-            target_origin: "bucket".into(),
-            client_keys_secret_ref: crate::api::SecretRef {
-                name: "uploaders".into(),
-            },
-            max_object_size: Quantity("1Gi".into()),
-        });
+        uploading.spec.upload_acceleration = uploads("1Gi");
         let container = |d: &Deployment| {
             d.spec
                 .as_ref()
