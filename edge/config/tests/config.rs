@@ -18,6 +18,24 @@ fn problems(yaml: &str) -> Vec<String> {
     }
 }
 
+/// `yaml` is refused with exactly the `expect`ed problems (each the start of one message).
+fn assert_problems(yaml: &str, expect: &[&str]) {
+    let found = problems(yaml);
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing problem {e:?} in:\n{}",
+            found.join("\n")
+        );
+    }
+    assert_eq!(
+        found.len(),
+        expect.len(),
+        "unexpected extra problems:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn the_shipped_example_is_valid() {
     let config = EdgeConfig::from_yaml(EXAMPLE).expect("example parses");
@@ -116,7 +134,6 @@ errorResponses:
 cache: {memoryBytes: 10, maxObjectBytes: 100}
 admin: {tokenFile: ""}
 "#;
-    let found = problems(yaml);
     let expect = [
         "listen.admin: must differ from listen.data",
         "aliases[0]: \"Example.com\" is not a lowercase host name",
@@ -140,19 +157,7 @@ admin: {tokenFile: ""}
         "cache.maxObjectBytes: must be between 1 and cache.memoryBytes",
         "admin.tokenFile: must be the path",
     ];
-    for e in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(e)),
-            "missing problem {e:?} in:\n{}",
-            found.join("\n")
-        );
-    }
-    assert_eq!(
-        found.len(),
-        expect.len(),
-        "unexpected extra problems:\n{}",
-        found.join("\n")
-    );
+    assert_problems(yaml, &expect);
 }
 
 #[test]
@@ -215,7 +220,6 @@ fn shield_problems_name_their_field() {
     - {{address: "127.0.0.1:8081", name: a}}
 "#
     );
-    let found = problems(&yaml);
     let expect = [
         "originShield.service.name: \"Site_EU\" is not a Service name",
         "originShield.service.port: \"--\" is not a port name",
@@ -223,14 +227,7 @@ fn shield_problems_name_their_field() {
         "originShield.peers[1].address: 127.0.0.1:8081 is listed twice",
         "originShield.peers[1].name: \"a\" is listed twice",
     ];
-    for e in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(e)),
-            "missing problem {e:?} in:\n{}",
-            found.join("\n")
-        );
-    }
-    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    assert_problems(&yaml, &expect);
     let bad_address =
         format!("{MINIMAL}originShield:\n  region: r\n  url: http://s\n  peers: [{{address: shield:80}}]\n");
     assert!(matches!(
@@ -277,19 +274,11 @@ upload: {targetOrigin: bucket, clientKeysFile: upload-client-keys}
             "admin: {tokenFile",
             "listen: {upload: \"0.0.0.0:8080\"}\nadmin: {tokenFile",
         );
-    let found = problems(&bad);
     let expect = [
         "upload.targetOrigin: \"site\" is not an s3 origin (s3 origins: bucket)",
         "upload.clientKeysFile: must be the path",
         "upload.maxObjectBytes: must be at least 1",
         "listen.upload: must differ from listen.data and listen.admin",
     ];
-    for e in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(e)),
-            "missing problem {e:?} in:\n{}",
-            found.join("\n")
-        );
-    }
-    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    assert_problems(&bad, &expect);
 }
