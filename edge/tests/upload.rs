@@ -13,6 +13,7 @@ use bytes::Bytes;
 use common::{Edge, base_config, free_port};
 use edgefleet_e2e::{
     S3Server,
+    boto3::boto3,
     process::run,
     s3::{ACCESS_KEY, REGION, SECRET_KEY},
 };
@@ -25,58 +26,44 @@ const CLIENT_KEY: &str = "uploader";
 const CLIENT_SECRET: &str = "uploader-secret-0123456789";
 const MIB: u64 = 1 << 20;
 
-/// A boto3 client as an application configures one; it prints one JSON line per call.
-const CLIENT: &str = r#"
-import json, sys
-import boto3, botocore
+/// The calls the tests make through boto3 (`edgefleet_e2e::boto3`): `bucket op key [file [part size]]`.
+const CALLS: &str = r#"
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 
-endpoint, key_id, secret, bucket, op, key = sys.argv[1:7]
-s3 = boto3.client(
-    "s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
-                  retries={"max_attempts": 1}),
-)
-try:
+def call(s3, args):
+    bucket, op, key = args[:3]
     if op == "put":
-        with open(sys.argv[7], "rb") as body:
+        with open(args[3], "rb") as body:
             answer = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain",
                                    Metadata={"owner": "tests"})
-        print(json.dumps({"ok": True, "etag": answer["ETag"]}))
-    elif op == "put-trailer":
+        return {"etag": answer["ETag"]}
+    if op == "put-trailer":
         # What boto3 sends over TLS (a TLS-terminating Ingress in front of the edge): an
         # aws-chunked body with a CRC32 trailer and STREAMING-UNSIGNED-PAYLOAD-TRAILER.
         import botocore.httpchecksum as checksums
         from urllib.parse import urlparse
         checksums.urlparse = lambda url: urlparse(url.replace("http://", "https://", 1))
-        with open(sys.argv[7], "rb") as body:
+        with open(args[3], "rb") as body:
             s3.put_object(Bucket=bucket, Key=key, Body=body)
-        print(json.dumps({"ok": True}))
-    elif op == "multipart":
-        part = int(sys.argv[8])
-        s3.upload_file(sys.argv[7], bucket, key, Config=TransferConfig(
+        return None
+    if op == "multipart":
+        part = int(args[4])
+        s3.upload_file(args[3], bucket, key, Config=TransferConfig(
             multipart_threshold=part, multipart_chunksize=part, max_concurrency=2))
-        print(json.dumps({"ok": True}))
-    elif op == "tamper":
+        return None
+    if op == "tamper":
         # Signed for one body, sent with another of the same length: a replayed or altered request.
         def swap(request, **kwargs):
             body = request.body if isinstance(request.body, bytes) else request.body.read()
             request.body = bytes(b ^ 1 for b in body)
         s3.meta.events.register("before-send.s3.PutObject", swap)
-        with open(sys.argv[7], "rb") as body:
+        with open(args[3], "rb") as body:
             s3.put_object(Bucket=bucket, Key=key, Body=body.read())
-        print(json.dumps({"ok": True}))
-    elif op == "presign":
-        print(json.dumps({"ok": True, "url": s3.generate_presigned_url(
-            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)}))
-except botocore.exceptions.ClientError as e:
-    print(json.dumps({"ok": False, "code": e.response["Error"]["Code"],
-                      "message": e.response["Error"].get("Message", ""),
-                      "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
-except boto3.exceptions.S3UploadFailedError as e:
-    print(json.dumps({"ok": False, "code": "S3UploadFailedError", "message": str(e), "status": 0}))
+        return None
+    if op == "presign":
+        return {"url": s3.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300)}
+    raise ValueError(f"unknown call {op}")
 "#;
 
 struct Setup {
@@ -136,26 +123,10 @@ impl Setup {
 
     /// Runs the boto3 client against the upload port.
     async fn client(&self, key_id: &str, secret: &str, args: &[&str]) -> Value {
-        let mut command = Command::new("python3");
-        command
-            .arg("-c")
-            .arg(CLIENT)
-            .args([self.upload.as_str(), key_id, secret, BUCKET])
-            .args(args)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-        let output = run(command, None).await.expect("python3 runs");
-        assert!(
-            output.success(),
-            "boto3 client failed: {}\n{}\nedge log:\n{}",
-            output.stdout,
-            output.stderr,
-            self.edge.log()
-        );
-        serde_json::from_str(output.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", output.stdout))
+        let args: Vec<&str> = [BUCKET].into_iter().chain(args.iter().copied()).collect();
+        boto3(&self.upload, key_id, secret, CALLS, &args)
+            .await
+            .unwrap_or_else(|e| panic!("boto3 client failed: {e}\nedge log:\n{}", self.edge.log()))
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {

@@ -3,6 +3,7 @@
 //! utilities they need ([`wait`], [`process`], [`tools`]).
 
 pub mod binaries;
+pub mod boto3;
 pub mod cluster;
 pub mod error;
 pub mod operator;

@@ -12,16 +12,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edgefleet_e2e::binaries::workspace_binary;
+use edgefleet_e2e::boto3::boto3;
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
-use edgefleet_e2e::process::run;
 use edgefleet_e2e::s3::{ACCESS_KEY, REGION, SECRET_KEY};
 use edgefleet_e2e::{Cluster, S3Server, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 /// Long enough for real edge processes to start on a loaded 2-core machine.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -29,40 +28,17 @@ const NAME: &str = "media";
 const BUCKET: &str = "media";
 const REGION_NAME: &str = "us-east";
 
-/// One PutObject with boto3; prints `{"ok": ...}` or the S3 error code and status.
+/// One PutObject with boto3 (`edgefleet_e2e::boto3`): `bucket key body`.
 const PUT: &str = r#"
-import json, sys
-import boto3, botocore
-from botocore.config import Config
-
-endpoint, key_id, secret, bucket, key, body = sys.argv[1:7]
-s3 = boto3.client(
-    "s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
-                  retries={"max_attempts": 1}),
-)
-try:
+def call(s3, args):
+    bucket, key, body = args
     s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="text/plain")
-    print(json.dumps({"ok": True}))
-except botocore.exceptions.ClientError as e:
-    print(json.dumps({"ok": False, "code": e.response["Error"]["Code"],
-                      "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
 "#;
 
 async fn put(endpoint: &str, key_id: &str, secret: &str, key: &str, body: &str) -> Value {
-    let mut command = Command::new("python3");
-    command
-        .arg("-c")
-        .arg(PUT)
-        .args([endpoint, key_id, secret, BUCKET, key, body])
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE");
-    let output = run(command, None).await.expect("python3 runs");
-    assert!(output.success(), "boto3: {}\n{}", output.stdout, output.stderr);
-    serde_json::from_str(output.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", output.stdout))
+    boto3(endpoint, key_id, secret, PUT, &[BUCKET, key, body])
+        .await
+        .unwrap_or_else(|e| panic!("boto3: {e}"))
 }
 
 async fn kubectl(cluster: &Cluster, ns: &str, args: Vec<String>) {
