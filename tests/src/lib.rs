@@ -11,6 +11,7 @@ pub mod pods;
 pub mod process;
 pub mod resources;
 pub mod s3;
+pub mod setup;
 pub mod tools;
 pub mod wait;
 

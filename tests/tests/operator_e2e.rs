@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgefleet_e2e::binaries::workspace_binary;
-use edgefleet_e2e::operator::{Operator, Release, Samples, install_chart, service_account_kubeconfig};
-use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
-use edgefleet_e2e::{Cluster, Error, wait_for};
+use edgefleet_e2e::operator::{Operator, Samples};
+use edgefleet_e2e::setup::condition;
+use edgefleet_e2e::{Error, wait_for};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,9 +22,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceA
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -40,17 +39,21 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// One test's namespace with the chart, the operator and the pod runner.
+/// One test's namespace with the chart and the pod runner (`edgefleet_e2e::setup`), and the
+/// operator.
 struct Fleet {
-    cluster: &'static Cluster,
-    client: Client,
-    ns: String,
-    release: Release,
-    kubeconfig: PathBuf,
+    base: edgefleet_e2e::setup::Setup,
     /// The operator most tests run; `None` where a test runs its own replicas.
     operator: Option<Operator>,
-    _runner: PodRunner,
-    work: tempfile::TempDir,
+}
+
+/// The shared setup's fields and calls; this file's own helpers are added below.
+impl std::ops::Deref for Fleet {
+    type Target = edgefleet_e2e::setup::Setup;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Fleet {
@@ -61,33 +64,11 @@ impl Fleet {
     /// The chart installed with `chart_values` (`{ns}` stands for the test's namespace) and,
     /// unless `operator_args` is `None`, an operator started with them.
     async fn start_with(prefix: &str, chart_values: &[&str], operator_args: Option<&[&str]>) -> Fleet {
-        let cluster = Cluster::shared().await.expect("local cluster");
-        let ns = cluster.fresh_namespace(prefix).await.expect("namespace");
-        let values: Vec<String> = chart_values.iter().map(|v| v.replace("{ns}", &ns)).collect();
-        let values: Vec<&str> = values.iter().map(String::as_str).collect();
-        let release = install_chart(cluster, &format!("op-{ns}"), &ns, &values)
-            .await
-            .expect("helm install");
-        let work = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = service_account_kubeconfig(cluster, &release, work.path())
-            .await
-            .expect("the chart's ServiceAccount");
-        let edge = workspace_binary("edgefleet-edge").expect("edge binary built");
-        let runner = PodRunner::start(
-            cluster,
-            PodRunnerConfig::in_namespace(&ns).image("ghcr.io/edgefleet/edge", edge),
-        )
-        .await
-        .expect("pod runner");
         let mut fleet = Fleet {
-            cluster,
-            client: cluster.client().await.expect("client"),
-            ns,
-            release,
-            kubeconfig,
+            base: edgefleet_e2e::setup::Setup::start(prefix, chart_values, true)
+                .await
+                .expect("test namespace, chart and pod runner"),
             operator: None,
-            _runner: runner,
-            work,
         };
         if let Some(args) = operator_args {
             fleet.operator = Some(fleet.start_operator(&format!("{prefix}-0"), args).await);
@@ -97,9 +78,8 @@ impl Fleet {
 
     /// An operator replica of this test's release, reconciling its namespace only.
     async fn start_operator(&self, identity: &str, extra: &[&str]) -> Operator {
-        let mut args = vec!["--watch-namespace", self.ns.as_str()];
-        args.extend(extra);
-        Operator::start(&self.kubeconfig, &self.release, identity, self.work.path(), &args)
+        self.base
+            .operator(identity, extra)
             .await
             .expect("operator starts")
     }
@@ -113,56 +93,27 @@ impl Fleet {
         self.operator.as_ref().map(Operator::log).unwrap_or_default()
     }
 
-    fn distributions(&self) -> Api<DynamicObject> {
-        edgefleet_e2e::resources::distributions(self.client.clone(), &self.ns)
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
     async fn kubectl_apply(&self, manifest: &str) {
-        self.cluster
-            .kubectl_with_stdin(&["apply", "-n", &self.ns, "-f", "-"], manifest)
+        self.base
+            .kubectl_apply(manifest)
             .await
-            .expect("kubectl runs")
-            .ok()
             .unwrap_or_else(|e| panic!("kubectl apply failed: {e}"));
     }
 
     async fn kubectl(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.ns.as_str()];
-        all.extend(args);
-        self.cluster
-            .kubectl(&all)
+        self.base
+            .kubectl(args)
             .await
-            .expect("kubectl runs")
-            .ok()
             .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"));
     }
 
     /// Waits until the Distribution's `type_` condition has `status` and `reason`; returns its
     /// message.
     async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> String {
-        let api = self.distributions();
-        wait_for(
-            &format!("{name}: {type_}={status} ({reason})"),
-            CONVERGE,
-            || async {
-                let dist = api.get(name).await?;
-                let observed = dist.data["status"]["observedGeneration"].as_i64();
-                let current = observed.is_some() && observed == dist.metadata.generation;
-                Ok(condition(&dist, type_)
-                    .filter(|(s, r, _)| current && s == status && r == reason)
-                    .map(|(_, _, message)| message))
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
+        self.base
+            .wait_condition(name, (type_, status, reason), CONVERGE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
     }
 
     /// Names of the objects of each kind labelled as belonging to `distribution`.
@@ -213,16 +164,6 @@ impl Fleet {
     async fn metrics(&self) -> Samples {
         self.operator().metrics().await.expect("operator metrics")
     }
-}
-
-fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
-    let conditions = dist.data["status"]["conditions"].as_array()?;
-    let c = conditions.iter().find(|c| c["type"] == type_)?;
-    Some((
-        c["status"].as_str()?.to_owned(),
-        c["reason"].as_str()?.to_owned(),
-        c["message"].as_str().unwrap_or_default().to_owned(),
-    ))
 }
 
 /// A Distribution with an HTTP origin (nothing is fetched from it in these tests).

@@ -9,21 +9,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgefleet_e2e::binaries::workspace_binary;
-use edgefleet_e2e::operator::{Operator, Release, install_chart, service_account_kubeconfig};
-use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
-use edgefleet_e2e::{Cluster, Error, wait_for};
+use edgefleet_e2e::operator::Operator;
+use edgefleet_e2e::setup::condition;
+use edgefleet_e2e::{Error, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,89 +40,54 @@ const LEASE_NAME: &str = "edgefleet-operator-leader";
 /// different edges (and an edge's fetch through the shield) share objects only under one name.
 const HOST: &str = "www.traffic.test";
 
-/// One test's namespace with the chart and, when the test needs edges, the pod runner.
+/// One test's namespace with the chart and, when the test needs edges, the pod runner
+/// (`edgefleet_e2e::setup`), plus an HTTP client for the edges.
 struct Setup {
-    cluster: &'static Cluster,
-    client: Client,
-    ns: String,
-    release: Release,
-    kubeconfig: PathBuf,
+    base: edgefleet_e2e::setup::Setup,
     http: reqwest::Client,
-    _runner: Option<PodRunner>,
-    work: tempfile::TempDir,
+}
+
+/// The shared setup's fields and calls; this file's own helpers are added below.
+impl std::ops::Deref for Setup {
+    type Target = edgefleet_e2e::setup::Setup;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl Setup {
     async fn start(prefix: &str, chart_values: &[&str], edges: bool) -> Setup {
-        let cluster = Cluster::shared().await.expect("local cluster");
-        let ns = cluster.fresh_namespace(prefix).await.expect("namespace");
-        let release = install_chart(cluster, &format!("op-{ns}"), &ns, chart_values)
-            .await
-            .expect("helm install");
-        let work = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = service_account_kubeconfig(cluster, &release, work.path())
-            .await
-            .expect("the chart's ServiceAccount");
-        let runner = if edges {
-            let edge = workspace_binary("edgefleet-edge").expect("edge binary built");
-            let config = PodRunnerConfig::in_namespace(&ns).image("ghcr.io/edgefleet/edge", edge);
-            Some(PodRunner::start(cluster, config).await.expect("pod runner"))
-        } else {
-            None
-        };
         Setup {
-            cluster,
-            client: cluster.client().await.expect("client"),
-            ns,
-            release,
-            kubeconfig,
+            base: edgefleet_e2e::setup::Setup::start(prefix, chart_values, edges)
+                .await
+                .expect("test namespace, chart and pod runner"),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .build()
                 .expect("HTTP client"),
-            _runner: runner,
-            work,
         }
     }
 
     /// An operator replica reconciling this namespace only.
     async fn operator(&self, identity: &str, extra: &[&str]) -> Operator {
-        let mut args = vec!["--watch-namespace", self.ns.as_str()];
-        args.extend(extra);
-        Operator::start(&self.kubeconfig, &self.release, identity, self.work.path(), &args)
+        self.base
+            .operator(identity, extra)
             .await
             .expect("operator starts")
     }
 
-    fn distributions(&self) -> Api<DynamicObject> {
-        edgefleet_e2e::resources::distributions(self.client.clone(), &self.ns)
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
     async fn kubectl_apply(&self, manifest: &Value) {
-        self.cluster
-            .kubectl_with_stdin(&["apply", "-n", &self.ns, "-f", "-"], &manifest.to_string())
+        self.base
+            .kubectl_apply(&manifest.to_string())
             .await
-            .expect("kubectl runs")
-            .ok()
             .unwrap_or_else(|e| panic!("kubectl apply failed: {e}"));
     }
 
     async fn kubectl(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.ns.as_str()];
-        all.extend(args);
-        self.cluster
-            .kubectl(&all)
+        self.base
+            .kubectl(args)
             .await
-            .expect("kubectl runs")
-            .ok()
             .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"));
     }
 
@@ -147,24 +110,13 @@ impl Setup {
     async fn wait_condition(
         &self,
         name: &str,
-        (type_, status, reason): (&str, &str, &str),
+        condition: (&str, &str, &str),
         operators: &[&Operator],
     ) -> String {
-        let api = self.distributions();
-        let waited = wait_for(
-            &format!("{name}: {type_}={status} ({reason})"),
-            CONVERGE,
-            || async {
-                let dist = api.get(name).await?;
-                let observed = dist.data["status"]["observedGeneration"].as_i64();
-                let current = observed.is_some() && observed == dist.metadata.generation;
-                Ok(condition(&dist, type_)
-                    .filter(|(s, r, _)| current && s == status && r == reason)
-                    .map(|(_, _, message)| message))
-            },
+        or_logs(
+            self.base.wait_condition(name, condition, CONVERGE).await,
+            operators,
         )
-        .await;
-        or_logs(waited, operators)
     }
 
     /// The edge pods of `distribution` in `region`, by name, once `count` of them are ready.
@@ -295,16 +247,6 @@ impl Edge {
             admin: SocketAddr::new(ip, port("admin")?),
         })
     }
-}
-
-fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
-    let conditions = dist.data["status"]["conditions"].as_array()?;
-    let c = conditions.iter().find(|c| c["type"] == type_)?;
-    Some((
-        c["status"].as_str()?.to_owned(),
-        c["reason"].as_str()?.to_owned(),
-        c["message"].as_str().unwrap_or_default().to_owned(),
-    ))
 }
 
 /// A Distribution of `origin` (an HTTP URL) over `regions` (name, replicas).

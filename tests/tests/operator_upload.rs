@@ -8,18 +8,16 @@
 //! Like `operator_traffic.rs`: its own namespace, chart release, operator (limited to that
 //! namespace) and pod runner (the edges are real processes).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use edgefleet_e2e::binaries::workspace_binary;
 use edgefleet_e2e::boto3::boto3;
-use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
-use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
+use edgefleet_e2e::operator::Operator;
 use edgefleet_e2e::s3::{ACCESS_KEY, REGION, SECRET_KEY};
-use edgefleet_e2e::{Cluster, S3Server, wait_for};
+use edgefleet_e2e::setup::Setup;
+use edgefleet_e2e::{S3Server, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
 /// Long enough for real edge processes to start on a loaded 2-core machine.
@@ -41,76 +39,29 @@ async fn put(endpoint: &str, key_id: &str, secret: &str, key: &str, body: &str) 
         .unwrap_or_else(|e| panic!("boto3: {e}"))
 }
 
-async fn kubectl(cluster: &Cluster, ns: &str, args: Vec<String>) {
-    let mut all = vec!["-n", ns];
-    all.extend(args.iter().map(String::as_str));
-    cluster
-        .kubectl(&all)
+async fn kubectl(setup: &Setup, args: Vec<String>) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    setup
+        .kubectl(&args)
         .await
-        .expect("kubectl runs")
-        .ok()
         .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"));
 }
 
-fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
-    let conditions = dist.data["status"]["conditions"].as_array()?;
-    let c = conditions.iter().find(|c| c["type"] == type_)?;
-    Some((
-        c["status"].as_str()?.to_owned(),
-        c["reason"].as_str()?.to_owned(),
-        c["message"].as_str().unwrap_or_default().to_owned(),
-    ))
-}
-
-/// Waits for the current generation to have `type_` = `status` with `reason`; returns the
-/// Distribution. The operator's log goes into the failure.
-async fn wait_condition(
-    api: &Api<DynamicObject>,
-    (type_, status, reason): (&str, &str, &str),
-    operator: &Operator,
-) -> DynamicObject {
-    wait_for(
-        &format!("{NAME}: {type_}={status} ({reason})"),
-        CONVERGE,
-        || async {
-            let dist = api.get(NAME).await?;
-            let observed = dist.data["status"]["observedGeneration"].as_i64();
-            let current = observed.is_some() && observed == dist.metadata.generation;
-            let matches = condition(&dist, type_).is_some_and(|(s, r, _)| s == status && r == reason);
-            Ok((current && matches).then_some(dist))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()))
+/// Waits for the Distribution's current generation to have `type_` = `status` with `reason`;
+/// returns the condition's message. The operator's log goes into the failure.
+async fn wait_condition(setup: &Setup, condition: (&str, &str, &str), operator: &Operator) -> String {
+    setup
+        .wait_condition(NAME, condition, CONVERGE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()))
 }
 
 #[tokio::test]
 async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_client_keys() {
-    let cluster = Cluster::shared().await.expect("local cluster");
-    let ns = cluster.fresh_namespace("upload").await.expect("namespace");
-    let release = install_chart(cluster, &format!("op-{ns}"), &ns, &[])
+    let setup = Setup::start("upload", &[], true)
         .await
-        .expect("helm install");
-    let work = tempfile::tempdir().expect("temp dir");
-    let kubeconfig: PathBuf = service_account_kubeconfig(cluster, &release, work.path())
-        .await
-        .expect("the chart's ServiceAccount");
-    let edge = workspace_binary("edgefleet-edge").expect("edge binary built");
-    let _runner = PodRunner::start(
-        cluster,
-        PodRunnerConfig::in_namespace(&ns).image("ghcr.io/edgefleet/edge", edge),
-    )
-    .await
-    .expect("pod runner");
-    let operator = Operator::start(
-        &kubeconfig,
-        &release,
-        "upload-0",
-        work.path(),
-        &["--watch-namespace", ns.as_str()],
-    )
-    .await
-    .expect("operator starts");
+        .expect("test namespace, chart and pod runner");
+    let operator = setup.operator("upload-0", &[]).await.expect("operator starts");
     let store = S3Server::start().await.expect("S3 store");
     store.create_bucket(BUCKET).await.expect("bucket");
     let secret = |name: &str, pairs: &[(&str, &str)]| {
@@ -124,8 +75,7 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
         args
     };
     kubectl(
-        cluster,
-        &ns,
+        &setup,
         secret(
             "media-origin",
             &[
@@ -136,8 +86,7 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
     )
     .await;
     kubectl(
-        cluster,
-        &ns,
+        &setup,
         secret("media-uploaders", &[("uploader", "uploader-secret-1")]),
     )
     .await;
@@ -160,22 +109,21 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
             "edge": {"cacheMemory": "16Mi"}
         }
     });
-    cluster
-        .kubectl_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest.to_string())
+    setup
+        .kubectl_apply(&manifest.to_string())
         .await
-        .expect("kubectl runs")
-        .ok()
         .expect("Distribution applied");
-    let client = cluster.client().await.expect("client");
-    let distributions = edgefleet_e2e::resources::distributions(client.clone(), &ns);
-    let dist = wait_condition(&distributions, ("Ready", "True", "AllRegionsReady"), &operator).await;
+    let ns = &setup.ns;
+    wait_condition(&setup, ("Ready", "True", "AllRegionsReady"), &operator).await;
+    let dist = setup.distributions().get(NAME).await.expect("the Distribution");
     assert_eq!(
         dist.data["status"]["uploadEndpoint"],
         json!(format!("{NAME}.{ns}.svc:8090"))
     );
 
     // Through the regional Service, as a client in the region would reach it.
-    let service = Api::<Service>::namespaced(client.clone(), &ns)
+    let service = setup
+        .api::<Service>()
         .get(&format!("{NAME}-{REGION_NAME}"))
         .await
         .expect("regional Service");
@@ -207,7 +155,8 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
     assert_eq!(stored, b"hello from e2e");
 
     // The edge serves it on its data port.
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+    let pods = setup
+        .api::<Pod>()
         .list(&ListParams::default().labels(&format!("edgefleet.io/distribution={NAME}")))
         .await
         .expect("edge pods");
@@ -240,26 +189,18 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
     // The client keys Secret is watched: gone, the Distribution says so; back with another key,
     // that key works on the running edge.
     kubectl(
-        cluster,
-        &ns,
+        &setup,
         vec!["delete".into(), "secret".into(), "media-uploaders".into()],
     )
     .await;
-    let dist = wait_condition(
-        &distributions,
-        ("Degraded", "True", "UploadKeysSecretMissing"),
-        &operator,
-    )
-    .await;
-    let (_, _, message) = condition(&dist, "Degraded").expect("Degraded");
+    let message = wait_condition(&setup, ("Degraded", "True", "UploadKeysSecretMissing"), &operator).await;
     assert!(message.contains("media-uploaders"), "{message}");
     kubectl(
-        cluster,
-        &ns,
+        &setup,
         secret("media-uploaders", &[("rotated", "uploader-secret-2")]),
     )
     .await;
-    wait_condition(&distributions, ("Ready", "True", "AllRegionsReady"), &operator).await;
+    wait_condition(&setup, ("Ready", "True", "AllRegionsReady"), &operator).await;
     let rotated = wait_for("the rotated key to reach the edge", CONVERGE, || async {
         let answer = put(
             &endpoint,
@@ -275,7 +216,8 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
     rotated.unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
     let old = put(&endpoint, "uploader", "uploader-secret-1", "old.txt", "x").await;
     assert_eq!(old["code"], "InvalidAccessKeyId", "{old}");
-    let pods = Api::<Pod>::namespaced(client, &ns)
+    let pods = setup
+        .api::<Pod>()
         .list(&ListParams::default().labels(&format!("edgefleet.io/distribution={NAME}")))
         .await
         .expect("edge pods");

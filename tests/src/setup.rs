@@ -1,0 +1,134 @@
+//! One operator test's world on the shared cluster: its own namespace and chart release (so the
+//! operators it starts are limited to that namespace and their request counters are its own), a
+//! kubeconfig of the chart's ServiceAccount, and, when the test needs edges, a pod runner that
+//! runs the real edge binary for the pods scheduled there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject};
+use kube::{Client, Resource};
+use tempfile::TempDir;
+
+use crate::binaries::workspace_binary;
+use crate::cluster::Cluster;
+use crate::error::{IoContext, Result};
+use crate::operator::{Operator, Release, install_chart, service_account_kubeconfig};
+use crate::pods::{PodRunner, PodRunnerConfig};
+use crate::process::CommandOutput;
+use crate::wait::wait_for;
+
+/// The image the operator renders into edge Deployments; the pod runner runs the edge for it.
+const EDGE_IMAGE: &str = "ghcr.io/edgefleet/edge";
+
+pub struct Setup {
+    pub cluster: &'static Cluster,
+    pub client: Client,
+    /// The test's namespace.
+    pub ns: String,
+    pub release: Release,
+    /// The chart's ServiceAccount, which the operators run as.
+    pub kubeconfig: PathBuf,
+    /// The operators' working files.
+    pub work: TempDir,
+    _runner: Option<PodRunner>,
+}
+
+impl Setup {
+    /// A fresh namespace named after `prefix` with the chart installed with `chart_values`
+    /// (`{ns}` stands for the namespace) and, with `edges`, a pod runner for it.
+    pub async fn start(prefix: &str, chart_values: &[&str], edges: bool) -> Result<Setup> {
+        let cluster = Cluster::shared().await?;
+        let ns = cluster.fresh_namespace(prefix).await?;
+        let values: Vec<String> = chart_values.iter().map(|v| v.replace("{ns}", &ns)).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let release = install_chart(cluster, &format!("op-{ns}"), &ns, &values).await?;
+        let work = tempfile::tempdir().context(|| "cannot create the operators' directory".to_owned())?;
+        let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
+        let runner = if edges {
+            let edge = workspace_binary("edgefleet-edge")?;
+            let config = PodRunnerConfig::in_namespace(&ns).image(EDGE_IMAGE, edge);
+            Some(PodRunner::start(cluster, config).await?)
+        } else {
+            None
+        };
+        Ok(Setup {
+            cluster,
+            client: cluster.client().await?,
+            ns,
+            release,
+            kubeconfig,
+            work,
+            _runner: runner,
+        })
+    }
+
+    /// An operator replica `identity` of this release, reconciling this namespace only.
+    pub async fn operator(&self, identity: &str, extra: &[&str]) -> Result<Operator> {
+        let mut args = vec!["--watch-namespace", self.ns.as_str()];
+        args.extend(extra);
+        Operator::start(&self.kubeconfig, &self.release, identity, self.work.path(), &args).await
+    }
+
+    pub fn distributions(&self) -> Api<DynamicObject> {
+        crate::resources::distributions(self.client.clone(), &self.ns)
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// `kubectl -n <ns> args...`; an error when it fails.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<CommandOutput> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend(args);
+        self.cluster.kubectl(&all).await?.ok()
+    }
+
+    /// `kubectl apply` of `manifest` (YAML or JSON) in the namespace.
+    pub async fn kubectl_apply(&self, manifest: &str) -> Result<CommandOutput> {
+        self.cluster
+            .kubectl_with_stdin(&["apply", "-n", &self.ns, "-f", "-"], manifest)
+            .await?
+            .ok()
+    }
+
+    /// Waits up to `within` until Distribution `name`'s current generation has the `type_`
+    /// condition with `status` and `reason`; returns the condition's message.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        (type_, status, reason): (&str, &str, &str),
+        within: Duration,
+    ) -> Result<String> {
+        let api = self.distributions();
+        wait_for(
+            &format!("{name}: {type_}={status} ({reason})"),
+            within,
+            || async {
+                let dist = api.get(name).await?;
+                let observed = dist.data["status"]["observedGeneration"].as_i64();
+                let current = observed.is_some() && observed == dist.metadata.generation;
+                Ok(condition(&dist, type_)
+                    .filter(|(s, r, _)| current && s == status && r == reason)
+                    .map(|(_, _, message)| message))
+            },
+        )
+        .await
+    }
+}
+
+/// The `type_` condition of a Distribution: status, reason, message.
+pub fn condition(dist: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    let conditions = dist.data["status"]["conditions"].as_array()?;
+    let c = conditions.iter().find(|c| c["type"] == type_)?;
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
