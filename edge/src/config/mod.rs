@@ -6,7 +6,7 @@ pub(crate) mod runtime;
 mod watch;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -192,4 +192,21 @@ fn warn_restart_only(old: &EdgeConfig, new: &EdgeConfig) {
     if old.upload.is_none() && new.upload.is_some() {
         tracing::warn!("an upload section was added; the upload port opens on restart");
     }
+}
+
+/// A secret from a file the configuration names (trimmed; an empty one is an error).
+pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
+    let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::EmptySecret {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(value.to_owned())
 }

@@ -1,7 +1,7 @@
 //! A configuration compiled for serving: behaviors with their matchers, origin clients, secrets
 //! read from their files. Built whole on every (re)load and swapped in atomically, so a request
 //! sees one consistent configuration from start to end.
-use std::{collections::HashMap, path::Path};
+use std::collections::HashMap;
 
 use http::{HeaderValue, Method};
 
@@ -119,7 +119,7 @@ impl Runtime {
         let behaviors: Vec<Behavior> = config.behaviors.iter().map(Behavior::new).collect();
         let mut default_behavior = Behavior::new(&config.default_behavior);
         default_behavior.pattern = None;
-        let admin_token = read_token(&config.admin.token_file)?;
+        let admin_token = super::read_secret("the admin token", &config.admin.token_file)?;
         let upload = crate::upload::Target::compile(&config)?;
         Ok(Self {
             generation,
@@ -172,20 +172,4 @@ fn edge_id() -> String {
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| "edge".to_owned())
-}
-
-fn read_token(path: &Path) -> Result<String> {
-    let token = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
-        what: "the admin token",
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(Error::EmptySecret {
-            what: "the admin token",
-            path: path.to_owned(),
-        });
-    }
-    Ok(token.to_owned())
 }

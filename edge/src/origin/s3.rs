@@ -6,7 +6,6 @@
 //! had dot segments, an empty key (which would address the bucket itself) is refused here, and
 //! viewers' query strings are never forwarded (S3 reads `?acl`, `?list-type`... as operations).
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -29,7 +28,10 @@ use super::{
     OriginBody, OriginError, OriginRequest,
     http::{OutgoingBody, PooledClient, pooled_client, send},
 };
-use crate::error::{Error, Result};
+use crate::{
+    config::read_secret,
+    error::{Error, Result},
+};
 
 /// S3's unreserved characters plus `/`, which separates key segments and stays literal.
 pub(crate) const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -172,22 +174,6 @@ impl S3Endpoint {
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
-}
-
-pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
-    let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Error::EmptySecret {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(value.to_owned())
 }
 
 impl S3Client {
