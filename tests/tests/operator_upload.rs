@@ -47,6 +47,23 @@ async fn kubectl(setup: &Setup, args: Vec<String>) {
         .unwrap_or_else(|e| panic!("kubectl {args:?} failed: {e}"));
 }
 
+/// Retries a PutObject of `(key, body)` signed with `(key id, secret)` until it succeeds, while
+/// `what` it needs is on its way to the edge. The operator's log goes into the failure.
+async fn put_once_it_works(
+    what: &str,
+    endpoint: &str,
+    (key_id, secret): (&str, &str),
+    (key, body): (&str, &str),
+    operator: &Operator,
+) {
+    wait_for(what, CONVERGE, || async {
+        let answer = put(endpoint, key_id, secret, key, body).await;
+        Ok((answer["ok"] == true).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
+}
+
 /// Waits for the Distribution's current generation to have `type_` = `status` with `reason`;
 /// returns the condition's message. The operator's log goes into the failure.
 async fn wait_condition(setup: &Setup, condition: (&str, &str, &str), operator: &Operator) -> String {
@@ -137,19 +154,14 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
         .expect("the Service has an upload port");
     let cluster_ip = spec.cluster_ip.expect("ClusterIP");
     let endpoint = format!("http://{cluster_ip}:{upload_port}");
-    let uploaded = wait_for("an upload through the Service", CONVERGE, || async {
-        let answer = put(
-            &endpoint,
-            "uploader",
-            "uploader-secret-1",
-            "hello.txt",
-            "hello from e2e",
-        )
-        .await;
-        Ok((answer["ok"] == true).then_some(answer))
-    })
+    put_once_it_works(
+        "an upload through the Service",
+        &endpoint,
+        ("uploader", "uploader-secret-1"),
+        ("hello.txt", "hello from e2e"),
+        &operator,
+    )
     .await;
-    uploaded.unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
     let stored =
         std::fs::read(store.data_dir().join(BUCKET).join("hello.txt")).expect("object in the bucket");
     assert_eq!(stored, b"hello from e2e");
@@ -201,19 +213,14 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
     )
     .await;
     wait_condition(&setup, ("Ready", "True", "AllRegionsReady"), &operator).await;
-    let rotated = wait_for("the rotated key to reach the edge", CONVERGE, || async {
-        let answer = put(
-            &endpoint,
-            "rotated",
-            "uploader-secret-2",
-            "rotated.txt",
-            "rotated",
-        )
-        .await;
-        Ok((answer["ok"] == true).then_some(answer))
-    })
+    put_once_it_works(
+        "the rotated key to reach the edge",
+        &endpoint,
+        ("rotated", "uploader-secret-2"),
+        ("rotated.txt", "rotated"),
+        &operator,
+    )
     .await;
-    rotated.unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.log()));
     let old = put(&endpoint, "uploader", "uploader-secret-1", "old.txt", "x").await;
     assert_eq!(old["code"], "InvalidAccessKeyId", "{old}");
     let pods = setup
