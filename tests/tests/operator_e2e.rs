@@ -22,9 +22,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceA
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -139,6 +139,28 @@ impl Fleet {
             Ingress => "Ingress"
         );
         out
+    }
+
+    /// Name and controller uid of every object of kind `K` that `params` select.
+    async fn controllers<K>(&self, params: &ListParams) -> Vec<(String, Option<String>)>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let listed = self.api::<K>().list(params).await;
+        let objects =
+            listed.unwrap_or_else(|e| panic!("listing {}: {e}", K::kind(&K::DynamicType::default())));
+        objects
+            .items
+            .iter()
+            .map(|o| {
+                let controller = o.owner_references().iter().find(|r| r.controller == Some(true));
+                (o.name_any(), controller.map(|r| r.uid.clone()))
+            })
+            .collect()
     }
 
     /// resourceVersion of every object the operator writes and nobody else updates (Deployments
@@ -1008,42 +1030,13 @@ async fn a_leader_killed_mid_reconcile_is_replaced_and_the_new_leader_converges(
         let status = deployment.status.as_ref().expect("status");
         assert_eq!(status.ready_replicas, Some(1), "{}", deployment.name_any());
     }
-    for kind_names in [
-        fleet
-            .api::<Service>()
-            .list(&params)
-            .await
-            .expect("Services")
-            .items
-            .iter()
-            .map(|o| (o.name_any(), o.owner_references().to_vec()))
-            .collect::<Vec<_>>(),
-        fleet
-            .api::<ConfigMap>()
-            .list(&params)
-            .await
-            .expect("ConfigMaps")
-            .items
-            .iter()
-            .map(|o| (o.name_any(), o.owner_references().to_vec()))
-            .collect(),
-        fleet
-            .api::<Secret>()
-            .list(&params)
-            .await
-            .expect("Secrets")
-            .items
-            .iter()
-            .map(|o| (o.name_any(), o.owner_references().to_vec()))
-            .collect(),
-    ] {
-        for (name, owners) in kind_names {
-            let controller = owners
-                .iter()
-                .find(|r| r.controller == Some(true))
-                .map(|r| r.uid.as_str());
-            assert_eq!(controller, Some(uid.as_str()), "{name}");
-        }
+    let controlled = [
+        fleet.controllers::<Service>(&params).await,
+        fleet.controllers::<ConfigMap>(&params).await,
+        fleet.controllers::<Secret>(&params).await,
+    ];
+    for (name, controller) in controlled.concat() {
+        assert_eq!(controller.as_deref(), Some(uid.as_str()), "{name}");
     }
     let pods = fleet.api::<Pod>().list(&params).await.expect("pods");
     assert_eq!(
