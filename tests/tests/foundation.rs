@@ -299,7 +299,10 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
         container["resources"]["limits"]["memory"].is_string(),
         "memory limit missing"
     );
-    assert_eq!(operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("false"));
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(),
+        Some("false")
+    );
     assert!(
         find(&docs, "Role").is_empty(),
         "no Lease permissions without leader election"
@@ -309,7 +312,10 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
 
     // More than one replica turns leader election on, with Lease rights in its own namespace only.
     let docs = render_chart(&["replicaCount=2"]).await;
-    assert_eq!(operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(), Some("true"));
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_LEADER_ELECT").as_deref(),
+        Some("true")
+    );
     let roles = find(&docs, "Role");
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "edgefleet-system");
@@ -321,7 +327,10 @@ async fn chart_lints_and_renders_a_locked_down_operator() {
         operator_env(&docs, "EDGEFLEET_REGION_LABEL").as_deref(),
         Some("example.com/region")
     );
-    assert_eq!(operator_env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(), Some("text"));
+    assert_eq!(
+        operator_env(&docs, "EDGEFLEET_LOG_FORMAT").as_deref(),
+        Some("text")
+    );
 }
 
 /// The rules of every ClusterRole (or Role) that grant something on `resource`.
