@@ -280,6 +280,12 @@ def origin_count(origin_port, path):
     return json.loads(body).get(path, 0)
 
 
+def print_header(header):
+    """A Markdown table's header row and the rule under it."""
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+
+
 def human(size):
     return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
 
@@ -342,9 +348,7 @@ def main():
         print("Closed loop (wrk): each proxy as fast as it answers. Proxy and wrk CPU are shares of the run;")
         print("where wrk is near 100% and the proxy is not, wrk set the pace and req/CPU-s is the comparable figure.")
         print()
-        header = f"| {'object':7} | {'proxy':9} | {'req/s':>9} | {'req/CPU-s':>9} | {'MiB/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MiB':>12} | {'proxy CPU':>9} | {'wrk CPU':>7} |"
-        print(header)
-        print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+        print_header(f"| {'object':7} | {'proxy':9} | {'req/s':>9} | {'req/CPU-s':>9} | {'MiB/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'peak RSS MiB':>12} | {'proxy CPU':>9} | {'wrk CPU':>7} |")
         for size in SIZES:
             for p in proxies:
                 m = results[(size, p.name)]
@@ -352,9 +356,7 @@ def main():
         print()
         print(f"Equal offered load (oha, open loop, corrected for coordinated omission): {EQUAL_LOAD:.0%} of the slowest proxy's closed-loop rate")
         print()
-        header = f"| {'object':7} | {'proxy':9} | {'offered/s':>9} | {'served/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'p99.9 ms':>8} |"
-        print(header)
-        print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+        print_header(f"| {'object':7} | {'proxy':9} | {'offered/s':>9} | {'served/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'p99.9 ms':>8} |")
         for size in SIZES:
             for p in proxies:
                 m = equal[(size, p.name)]
