@@ -23,3 +23,36 @@ fn edgefleet(client: Client, namespace: &str, kind: &str, plural: &str) -> Api<D
         &ApiResource::from_gvk_with_plural(&gvk, plural),
     )
 }
+
+/// The Secret [`s3_distribution`]'s origin takes its credentials from.
+pub const S3_CREDENTIALS_SECRET: &str = "files-credentials";
+
+/// `kubectl` arguments that create [`S3_CREDENTIALS_SECRET`] with a made-up key pair.
+pub const CREATE_S3_CREDENTIALS: [&str; 6] = [
+    "create",
+    "secret",
+    "generic",
+    S3_CREDENTIALS_SECRET,
+    "--from-literal=AWS_ACCESS_KEY_ID=id",
+    "--from-literal=AWS_SECRET_ACCESS_KEY=key",
+];
+
+/// A Distribution `name` whose one origin, `files`, is an S3 bucket signed with the credentials
+/// in [`S3_CREDENTIALS_SECRET`] (nothing listens at its endpoint: these tests watch the
+/// operator, not traffic), with `replicas` edges in `us-east`.
+pub fn s3_distribution(name: &str, replicas: i32) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "edgefleet.io/v1alpha1",
+        "kind": "Distribution",
+        "metadata": {"name": name},
+        "spec": {
+            "origins": [{"name": "files", "s3": {
+                "endpoint": "http://127.0.0.1:9", "bucket": "files",
+                "credentialsSecretRef": {"name": S3_CREDENTIALS_SECRET}
+            }}],
+            "defaultBehavior": {"targetOrigin": "files"},
+            "regions": [{"name": "us-east", "replicas": replicas}],
+            "edge": {"cacheMemory": "16Mi"}
+        }
+    })
+}

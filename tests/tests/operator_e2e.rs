@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgefleet_e2e::operator::{Operator, Samples};
+use edgefleet_e2e::resources::{CREATE_S3_CREDENTIALS, s3_distribution};
 use edgefleet_e2e::setup::condition;
 use edgefleet_e2e::{Error, wait_for};
 use futures::{StreamExt, TryStreamExt};
@@ -458,20 +459,7 @@ async fn a_region_without_nodes_is_degraded_with_no_nodes_in_region() {
 #[tokio::test]
 async fn a_missing_origin_secret_degrades_until_it_is_created() {
     let fleet = Fleet::start("secret").await;
-    let manifest = json!({
-        "apiVersion": "edgefleet.io/v1alpha1",
-        "kind": "Distribution",
-        "metadata": {"name": "bucket"},
-        "spec": {
-            "origins": [{"name": "files", "s3": {
-                "endpoint": "http://127.0.0.1:9", "bucket": "files",
-                "credentialsSecretRef": {"name": "files-credentials"}
-            }}],
-            "defaultBehavior": {"targetOrigin": "files"},
-            "regions": [{"name": "us-east", "replicas": 0}],
-            "edge": {"cacheMemory": "16Mi"}
-        }
-    });
+    let manifest = s3_distribution("bucket", 0);
     fleet.kubectl_apply(&manifest.to_string()).await;
     let message = fleet
         .wait_condition("bucket", "Degraded", "True", "OriginSecretMissing")
@@ -482,16 +470,7 @@ async fn a_missing_origin_secret_degrades_until_it_is_created() {
         "nothing is created while the Secret is missing"
     );
 
-    fleet
-        .kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            "files-credentials",
-            "--from-literal=AWS_ACCESS_KEY_ID=id",
-            "--from-literal=AWS_SECRET_ACCESS_KEY=key",
-        ])
-        .await;
+    fleet.kubectl(&CREATE_S3_CREDENTIALS).await;
     fleet
         .wait_condition("bucket", "Ready", "True", "AllRegionsReady")
         .await;

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::operator::Operator;
+use edgefleet_e2e::resources::{CREATE_S3_CREDENTIALS, s3_distribution};
 use edgefleet_e2e::setup::condition;
-use edgefleet_e2e::{Error, wait_for};
+use edgefleet_e2e::{Error, answer, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -146,14 +147,7 @@ impl Setup {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path} from {}: {e}", edge.name));
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        let header = |name: &str| answer::header(&response, name);
         let answer = (
             response.status().as_u16(),
             header("x-cache"),
@@ -555,29 +549,8 @@ async fn a_ttl_change_reaches_running_edges_without_a_restart() {
 async fn a_deleted_origin_secret_degrades_a_running_distribution_until_restored() {
     let setup = Setup::start("secretgone", &[], true).await;
     let operator = setup.operator("secretgone-0", &[]).await;
-    let create_secret = [
-        "create",
-        "secret",
-        "generic",
-        "files-credentials",
-        "--from-literal=AWS_ACCESS_KEY_ID=id",
-        "--from-literal=AWS_SECRET_ACCESS_KEY=key",
-    ];
-    setup.kubectl(&create_secret).await;
-    let manifest = json!({
-        "apiVersion": "edgefleet.io/v1alpha1",
-        "kind": "Distribution",
-        "metadata": {"name": "bucket"},
-        "spec": {
-            "origins": [{"name": "files", "s3": {
-                "endpoint": "http://127.0.0.1:9", "bucket": "files",
-                "credentialsSecretRef": {"name": "files-credentials"}
-            }}],
-            "defaultBehavior": {"targetOrigin": "files"},
-            "regions": [{"name": "us-east", "replicas": 1}],
-            "edge": {"cacheMemory": "16Mi"}
-        }
-    });
+    setup.kubectl(&CREATE_S3_CREDENTIALS).await;
+    let manifest = s3_distribution("bucket", 1);
     setup.kubectl_apply(&manifest).await;
     setup
         .wait_condition("bucket", ("Ready", "True", "AllRegionsReady"), &[&operator])
@@ -602,7 +575,7 @@ async fn a_deleted_origin_secret_degrades_a_running_distribution_until_restored(
         .await
         .expect("the Deployment stays");
 
-    setup.kubectl(&create_secret).await;
+    setup.kubectl(&CREATE_S3_CREDENTIALS).await;
     setup
         .wait_condition("bucket", ("Ready", "True", "AllRegionsReady"), &[&operator])
         .await;
