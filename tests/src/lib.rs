@@ -2,6 +2,7 @@
 //! with simulated nodes ([`cluster`]), a real S3-compatible store ([`s3`]), and the small
 //! utilities they need ([`wait`], [`process`], [`tools`]).
 
+pub mod answer;
 pub mod binaries;
 pub mod boto3;
 pub mod cluster;

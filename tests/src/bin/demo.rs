@@ -13,7 +13,7 @@ use edgefleet_e2e::binaries::workspace_binary;
 use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-use edgefleet_e2e::{Cluster, wait_for};
+use edgefleet_e2e::{Cluster, answer, wait_for};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams};
 
@@ -143,14 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 .send()
                 .await
                 .with_context(|| format!("request to the {region} edge"))?;
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_owned()
-            };
+            let header = |name: &str| answer::header(&response, name);
             println!(
                 "  request {attempt}: {}  X-Cache: {}  X-Edge-Location: {}  Age: {}",
                 response.status(),
