@@ -164,3 +164,120 @@ async fn an_edge_started_before_its_config_map_waits_for_it_without_exiting() {
         edge.log()
     );
 }
+
+/// Lets ServiceAccount `edge` of `namespace` do `verbs` on `resource`.
+async fn grant(cluster: &Cluster, namespace: &str, resource: &str, verbs: &str) {
+    let role = format!("edge-{}", resource.replace('.', "-"));
+    for args in [
+        vec![
+            "create",
+            "role",
+            &role,
+            "--verb",
+            verbs,
+            "--resource",
+            resource,
+            "-n",
+            namespace,
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            &role,
+            "--role",
+            &role,
+            "--serviceaccount",
+            &format!("{namespace}:edge"),
+            "-n",
+            namespace,
+        ],
+    ] {
+        cluster
+            .kubectl(&args)
+            .await
+            .expect("kubectl")
+            .ok()
+            .expect("granted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_is_ready_only_once_it_knows_the_origin_shield_edges() {
+    let cluster = Cluster::shared().await.expect("local control plane");
+    let namespace = cluster
+        .fresh_namespace("edge-shield-wait")
+        .await
+        .expect("namespace");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.expect("client"), &namespace);
+    // The edge's own identity may read its ConfigMap but not yet the shield's EndpointSlices.
+    cluster
+        .kubectl(&["create", "serviceaccount", "edge", "-n", &namespace])
+        .await
+        .expect("kubectl")
+        .ok()
+        .expect("ServiceAccount");
+    grant(cluster, &namespace, "configmaps", "get,list,watch").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("edge.kubeconfig");
+    edgefleet_e2e::operator::account_kubeconfig(cluster, &namespace, "edge", &kubeconfig)
+        .await
+        .expect("kubeconfig");
+
+    let origin = Origin::start().await;
+    let (mut config, data, admin) = Edge::prepare(base_config(&origin.url()), &dir);
+    config["originShield"] = json!({
+        "region": "eu-west",
+        "url": "http://127.0.0.1:9",
+        "service": {"name": "shield", "port": "http"},
+    });
+    api.create(&PostParams::default(), &config_map("edge", &config))
+        .await
+        .expect("create ConfigMap");
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let args = vec!["--config-map".to_owned(), format!("{namespace}/edge")];
+    let (data_addr, admin_addr) = (data.to_string(), admin.to_string());
+    let mut edge = Edge::launch(
+        &args,
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("EDGEFLEET_REGION", "us-east"),
+            (edgefleet_config::LISTEN_DATA_ENV, &data_addr),
+            (edgefleet_config::LISTEN_ADMIN_ENV, &admin_addr),
+        ],
+        dir,
+        data,
+        admin,
+    );
+
+    // Configured, but its misses would go to any shield edge: not ready, saying why.
+    let mut waiting = String::new();
+    eventually(
+        Duration::from_secs(20),
+        "the edge waits for the shield's EndpointSlices",
+        async || {
+            let Ok(ready) = edge.admin_request(Method::GET, "/readyz", None, false).await else {
+                return false;
+            };
+            waiting = ready.text();
+            ready.status == 503 && waiting.contains("origin shield")
+        },
+    )
+    .await;
+    assert!(
+        waiting.contains(&format!("the EndpointSlices of Service {namespace}/shield")),
+        "{waiting}"
+    );
+
+    // Once it may list them (none exist: the shield region has no edge yet), it knows the list.
+    grant(
+        cluster,
+        &namespace,
+        "endpointslices.discovery.k8s.io",
+        "list,watch",
+    )
+    .await;
+    edge.wait_ready().await;
+    let status: Value =
+        serde_json::from_slice(&edge.admin(Method::GET, "/status", None).await.body).expect("json");
+    assert_eq!(status["originShield"]["peers"], json!([]), "{status}");
+}

@@ -52,11 +52,6 @@ fn inputs(dist: &Distribution) -> Inputs {
     Inputs {
         admin_token: "golden-admin-token".into(),
         credentials: Credentials { origins, upload_keys },
-        shield_address: dist
-            .spec
-            .origin_shield
-            .as_ref()
-            .map(|_| "198.18.32.10".to_owned()),
     }
 }
 

@@ -76,15 +76,21 @@ pub async fn install_chart(
 /// Writes a kubeconfig that authenticates as `release`'s ServiceAccount (a bound token) and
 /// returns its path.
 pub async fn service_account_kubeconfig(cluster: &Cluster, release: &Release, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(format!("{}-{}.kubeconfig", release.namespace, release.name));
+    account_kubeconfig(cluster, &release.namespace, &release.service_account(), &path).await?;
+    Ok(path)
+}
+
+/// Writes to `path` a kubeconfig that authenticates as ServiceAccount `namespace/account` (a
+/// bound token valid for two hours).
+pub async fn account_kubeconfig(
+    cluster: &Cluster,
+    namespace: &str,
+    account: &str,
+    path: &Path,
+) -> Result<()> {
     let token = cluster
-        .kubectl(&[
-            "create",
-            "token",
-            &release.service_account(),
-            "-n",
-            &release.namespace,
-            "--duration=2h",
-        ])
+        .kubectl(&["create", "token", account, "-n", namespace, "--duration=2h"])
         .await?
         .ok()?
         .stdout;
@@ -94,13 +100,11 @@ pub async fn service_account_kubeconfig(cluster: &Cluster, release: &Release, di
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": release.service_account(), "user": {"token": token.trim()}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": release.service_account()}}],
-        "current-context": "operator",
+        "users": [{"name": account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "account", "context": {"cluster": "local", "user": account}}],
+        "current-context": "account",
     });
-    let path = dir.join(format!("{}-{}.kubeconfig", release.namespace, release.name));
-    std::fs::write(&path, kubeconfig.to_string()).context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    std::fs::write(path, kubeconfig.to_string()).context(|| format!("cannot write {}", path.display()))
 }
 
 /// One field of the admin kubeconfig's current cluster.

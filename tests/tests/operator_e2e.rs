@@ -299,7 +299,12 @@ async fn the_example_becomes_ready_regional_fleets_of_real_edges() {
         assert_eq!(status["regions"][i]["name"], region);
         assert_eq!(status["regions"][i]["readyReplicas"], 2);
         assert_eq!(status["regions"][i]["service"], name.as_str());
-        fleet.api::<Service>().get(&name).await.expect("regional Service");
+        let regional = fleet.api::<Service>().get(&name).await.expect("regional Service");
+        assert_eq!(
+            regional.spec.and_then(|s| s.cluster_ip).as_deref(),
+            Some("None"),
+            "regional Services are headless"
+        );
     }
     let global = fleet
         .api::<Service>()
@@ -433,6 +438,52 @@ async fn a_converged_distribution_is_left_alone_and_drift_is_corrected() {
         "the chart's RBAC refused the operator something:\n{}",
         fleet.log()
     );
+}
+
+#[tokio::test]
+async fn a_regional_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
+    // As an operator from before headless regional Services left it: a ClusterIP, which the
+    // API server never lets change, so the Service must be deleted and created anew.
+    let mut fleet = Fleet::start_with("headless", &[], None).await;
+    fleet
+        .kubectl_apply(&http_distribution("old", &[("us-east", 0)]))
+        .await;
+    let uid = fleet
+        .distributions()
+        .get("old")
+        .await
+        .expect("the Distribution")
+        .uid()
+        .expect("uid");
+    fleet
+        .kubectl_apply(
+            &json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "old-us-east", "labels": {
+                    "app.kubernetes.io/managed-by": "edgefleet-operator",
+                    "edgefleet.io/distribution": "old", "edgefleet.io/region": "us-east"
+                }, "ownerReferences": [{
+                    "apiVersion": "edgefleet.io/v1alpha1", "kind": "Distribution", "name": "old",
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true
+                }]},
+                "spec": {"selector": {"app": "none"}, "ports": [{"name": "http", "port": 80}]}
+            })
+            .to_string(),
+        )
+        .await;
+    let services = fleet.api::<Service>();
+    let before = services.get("old-us-east").await.expect("the old Service");
+    let old_ip = before.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+    assert!(old_ip.as_deref().is_some_and(|ip| ip != "None"), "{old_ip:?}");
+
+    fleet.operator = Some(fleet.start_operator("headless-0", &[]).await);
+    fleet
+        .wait_condition("old", "Ready", "True", "AllRegionsReady")
+        .await;
+    let after = services.get("old-us-east").await.expect("the regional Service");
+    assert_eq!(after.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
+    assert_ne!(after.metadata.uid, before.metadata.uid, "created anew");
 }
 
 #[tokio::test]

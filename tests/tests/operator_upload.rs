@@ -1,9 +1,9 @@
 //! Upload acceleration end to end: a Distribution with `uploadAcceleration` gets edges with an
-//! upload port behind its Services; boto3 uploads through the regional Service's ClusterIP (the
-//! pod runner plays kube-proxy) into a real S3 store (Versity S3 Gateway), the object is then served
-//! by the edges, `status.uploadEndpoint` names the endpoint, and the client keys Secret is watched:
-//! deleted, the Distribution is Degraded; re-created with another key, that key uploads without
-//! the edge being restarted.
+//! upload port behind its Services; boto3 uploads through the ClusterIP of the Service over every
+//! region, the one `status.uploadEndpoint` names (the pod runner plays kube-proxy), into a real
+//! S3 store (Versity S3 Gateway); the object is then served by the edges; and the client keys
+//! Secret is watched: deleted, the Distribution is Degraded; re-created with another key, that
+//! key uploads without the edge being restarted.
 //!
 //! Like `operator_traffic.rs`: its own namespace, chart release, operator (limited to that
 //! namespace) and pod runner (the edges are real processes).
@@ -138,12 +138,12 @@ async fn uploads_through_the_regional_service_land_in_the_bucket_with_watched_cl
         json!(format!("{NAME}.{ns}.svc:8090"))
     );
 
-    // Through the regional Service, as a client in the region would reach it.
+    // Through the Service `status.uploadEndpoint` names, as a client in the cluster would.
     let service = setup
         .api::<Service>()
-        .get(&format!("{NAME}-{REGION_NAME}"))
+        .get(NAME)
         .await
-        .expect("regional Service");
+        .expect("the Service over every region");
     let spec = service.spec.expect("spec");
     let upload_port = spec
         .ports

@@ -93,13 +93,20 @@ pub(crate) fn waiting_router(reason: tokio::sync::watch::Receiver<String>) -> Ro
     )
 }
 
-/// Ready once a configuration is loaded (until then [`waiting_router`] answers) and until
-/// shutdown begins, so load balancers stop sending before connections close.
+/// Ready once a configuration is loaded (until then [`waiting_router`] answers) and the origin
+/// shield's edges are known, until shutdown begins, so load balancers stop sending before
+/// connections close.
 async fn readyz(State(state): State<AdminState>) -> Response {
     if state.edge.draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else {
-        (StatusCode::OK, "ready\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match state.edge.runtime().origins.shield_awaited() {
+        Some(awaited) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for the origin shield's edges: {awaited}\n"),
+        )
+            .into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

@@ -227,6 +227,13 @@ impl Origins {
     }
 
     /// What this edge knows of the origin shield, for the admin API's status.
+    /// What the edge waits for before it knows the shield's edges, if anything. Until then its
+    /// misses would go through the shield's Service to any shield edge, and one object could be
+    /// fetched from the origin by several of them.
+    pub(crate) fn shield_awaited(&self) -> Option<String> {
+        self.shield.as_ref()?.awaited()
+    }
+
     pub(crate) fn shield_status(&self) -> Option<serde_json::Value> {
         self.shield.as_ref().map(Shield::status)
     }

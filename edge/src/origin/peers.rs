@@ -102,6 +102,21 @@ impl Peers {
     pub(crate) fn current(&self) -> PeerList {
         self.list.borrow().clone()
     }
+
+    /// What this edge waits for while it knows no list yet: the first listing of the Service's
+    /// EndpointSlices.
+    pub(crate) fn awaited(&self) -> Option<String> {
+        if self.list.borrow().is_some() {
+            return None;
+        }
+        match &self.source {
+            Source::Fixed(_) => None,
+            Source::Service { namespace, service } => Some(format!(
+                "the EndpointSlices of Service {namespace}/{}",
+                service.name
+            )),
+        }
+    }
 }
 
 fn sorted(mut peers: Vec<Peer>) -> Arc<[Peer]> {

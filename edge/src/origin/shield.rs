@@ -92,6 +92,11 @@ impl Shield {
         }))
     }
 
+    /// What this edge waits for before it knows the shield's edges (see [`Peers::awaited`]).
+    pub(crate) fn awaited(&self) -> Option<String> {
+        self.peers.as_ref()?.awaited()
+    }
+
     pub(crate) fn routed(&self) -> &HeaderValue {
         &self.routed
     }

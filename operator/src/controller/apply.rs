@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 
@@ -92,6 +92,13 @@ pub(super) async fn apply(
     } else {
         Change::Created
     };
+    let live = match live {
+        Some(old) if compare::needs_replacement(&old.json, &manifest.body) => {
+            replace(&api, &manifest.name, old).await?;
+            None
+        }
+        live => live,
+    };
     let result = if live.is_some() {
         api.patch(&manifest.name, &params.force(), &patch).await
     } else {
@@ -114,6 +121,28 @@ pub(super) async fn apply(
                 .await?;
             Ok(Applied::Written(Change::Updated, Box::new(obj)))
         }
+        Err(error) => Err(Error::Kube(error)),
+    }
+}
+
+/// Deletes `old` so that it can be created anew: only that very object (by uid), at once (its
+/// dependents, such as a Service's EndpointSlices, go after it), and nothing if it is gone or
+/// was replaced already.
+async fn replace(api: &Api<DynamicObject>, name: &str, old: &Live) -> Result<()> {
+    let uid = old
+        .json
+        .pointer("/metadata/uid")
+        .and_then(serde_json::Value::as_str);
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(error) => Err(Error::Kube(error)),
     }
 }

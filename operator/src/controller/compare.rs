@@ -55,6 +55,20 @@ fn within(live: &Value, desired: &Value, context: Context) -> bool {
     }
 }
 
+/// Whether `live` must be deleted and created anew to become `desired`: it holds a value the API
+/// server never lets change (a Service's ClusterIP; regional Services were not always headless).
+pub(super) fn needs_replacement(live: &Value, desired: &Value) -> bool {
+    let cluster_ip = |object: &Value| {
+        object
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_owned)
+    };
+    desired["kind"] == "Service"
+        && matches!((cluster_ip(live), cluster_ip(desired)), (Some(have), Some(want)) if have != want)
+}
+
 fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
@@ -104,5 +118,20 @@ mod tests {
         let renamed =
             json!({"resources": {"limits": {"memory": "1Gi"}}, "sizeLimit": "1G", "name": "1024Mi"});
         assert!(!contains(&renamed, &desired), "a name is not a quantity");
+    }
+
+    #[test]
+    fn only_a_service_whose_cluster_ip_must_change_is_replaced() {
+        let headless = json!({"kind": "Service", "spec": {"clusterIP": "None"}});
+        let allocated = json!({"kind": "Service", "spec": {"clusterIP": "10.96.0.7"}});
+        assert!(needs_replacement(&allocated, &headless));
+        assert!(!needs_replacement(&headless, &headless));
+        // A Service that does not ask for an address keeps the one it has.
+        let any_address = json!({"kind": "Service", "spec": {"ports": []}});
+        assert!(!needs_replacement(&allocated, &any_address));
+        assert!(!needs_replacement(
+            &json!({"kind": "Deployment", "spec": {"clusterIP": "10.96.0.7"}}),
+            &json!({"kind": "Deployment", "spec": {"clusterIP": "None"}}),
+        ));
     }
 }

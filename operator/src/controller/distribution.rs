@@ -116,7 +116,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
     let ctx = &state.ctx;
 
     let mut written = Written::default();
-    let blockers = match inputs(&dist, &state, &namespace, &uid, &mut written).await? {
+    let blockers = match inputs(&dist, &state, &namespace).await? {
         Err(found) => found,
         Ok(inputs) => match render::render(&dist, &ctx.settings, &inputs) {
             Err(found) => found,
@@ -185,9 +185,6 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
 /// What one pass wrote.
 #[derive(Default)]
 struct Written {
-    /// Objects written before the cache could see them (the shield Service), by kind and name,
-    /// as the API server returned them.
-    fresh: BTreeMap<(render::Kind, String), serde_json::Value>,
     /// Deployments as the API server returned them, for the status.
     deployments: BTreeMap<String, Deployment>,
     /// Every write, for the pass's one Event.
@@ -195,13 +192,7 @@ struct Written {
 }
 
 /// The admin token and origin credentials, or why they cannot be had.
-async fn inputs(
-    dist: &Distribution,
-    state: &State,
-    namespace: &str,
-    uid: &str,
-    written: &mut Written,
-) -> Result<Result<Inputs, Vec<Blocker>>> {
+async fn inputs(dist: &Distribution, state: &State, namespace: &str) -> Result<Result<Inputs, Vec<Blocker>>> {
     let client = &state.ctx.client;
     let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut referenced = BTreeMap::new();
@@ -215,67 +206,10 @@ async fn inputs(
         Err(blockers) => return Ok(Err(blockers)),
     };
     let admin_token = admin_token(dist, state, namespace, &secret_api).await?;
-    let shield_address = match shield_address(dist, state, namespace, uid, written).await? {
-        Ok(address) => address,
-        Err(blocker) => return Ok(Err(vec![blocker])),
-    };
     Ok(Ok(Inputs {
         admin_token,
         credentials,
-        shield_address,
     }))
-}
-
-/// The ClusterIP of the shield region's Service, creating the Service first if need be.
-async fn shield_address(
-    dist: &Distribution,
-    state: &State,
-    namespace: &str,
-    uid: &str,
-    written: &mut Written,
-) -> Result<std::result::Result<Option<String>, Blocker>> {
-    let Some(manifest) = render::shield_service(dist) else {
-        return Ok(Ok(None));
-    };
-    let manifest = manifest.map_err(|source| Error::Serialize {
-        what: "the shield Service",
-        source,
-    })?;
-    let cluster_ip = |spec: Option<&serde_json::Value>| {
-        spec.and_then(|s| s.get("clusterIP"))
-            .and_then(serde_json::Value::as_str)
-            .filter(|ip| !ip.is_empty() && *ip != "None")
-            .map(str::to_owned)
-    };
-    if let Some(service) = state.stores.service(namespace, &manifest.name)
-        && let Some(ip) = service.spec.as_ref().and_then(|s| s.cluster_ip.clone())
-        && !ip.is_empty()
-    {
-        return Ok(Ok(Some(ip)));
-    }
-    let live = state
-        .stores
-        .live(render::Kind::Service, namespace, &manifest.name);
-    if let Some(blocker) = apply::foreign(live.as_ref(), &manifest, uid) {
-        return Ok(Err(blocker));
-    }
-    match apply::apply(&state.ctx.client, namespace, uid, &manifest, live.as_ref()).await? {
-        Applied::Conflict(blocker) => Ok(Err(blocker)),
-        Applied::Unchanged => Ok(Ok(live.and_then(|l| cluster_ip(l.json.get("spec"))))),
-        Applied::Written(change, service) => {
-            // Written before the rest: the other regions' edges fetch through it.
-            written
-                .changes
-                .push((verb(change), manifest.kind, manifest.name.clone()));
-            let address = cluster_ip(service.data.get("spec"));
-            let json = serde_json::to_value(&*service).map_err(|source| Error::Serialize {
-                what: "the shield Service",
-                source,
-            })?;
-            written.fresh.insert((manifest.kind, manifest.name.clone()), json);
-            Ok(Ok(address))
-        }
-    }
 }
 
 /// The fleet's admin token: the one in the edge Secret, or a new random one the first time.
@@ -318,13 +252,7 @@ async fn converge(
     let client = &state.ctx.client;
     let live: Vec<_> = manifests
         .iter()
-        .map(|m| match written.fresh.get(&(m.kind, m.name.clone())) {
-            Some(json) => Some(Live {
-                json: json.clone(),
-                controller_uid: Some(uid.to_owned()),
-            }),
-            None => state.stores.live(m.kind, namespace, &m.name),
-        })
+        .map(|m| state.stores.live(m.kind, namespace, &m.name))
         .collect();
     let conflicts: Vec<Blocker> = manifests
         .iter()

@@ -373,13 +373,6 @@ impl Stores {
             .parse()
     }
 
-    /// A cached Service the operator owns.
-    pub(super) fn service(&self, namespace: &str, name: &str) -> Option<Service> {
-        self.services
-            .get(&ObjectRef::new(name).within(namespace))?
-            .parse()
-    }
-
     /// A cached Secret the operator owns.
     pub(super) fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))?.parse()

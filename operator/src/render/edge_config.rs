@@ -23,14 +23,13 @@ pub(super) const UPLOAD_PORT_NAME: &str = "upload";
 
 /// The configuration every edge of `dist` loads. Fails with the rules it breaks.
 ///
-/// Edges outside the shield region reach it through its Service: at `shield_address` (the
-/// Service's ClusterIP, which needs no cluster DNS and never changes while the Service exists)
-/// when known, else by the Service's DNS name.
+/// Edges reach the shield region's edges one by one: they follow the EndpointSlices of its
+/// (headless) Service and send each object to the edge that owns it. The Service's DNS name,
+/// which resolves to the ready shield edges, is where they go when they know none.
 pub fn edge_config(
     dist: &Distribution,
     namespace: &str,
     sizing: &EdgeSizing,
-    shield_address: Option<&str>,
 ) -> Result<EdgeConfig, Vec<Blocker>> {
     let name = dist.metadata.name.clone().unwrap_or_default();
     let spec = &dist.spec;
@@ -52,18 +51,14 @@ pub fn edge_config(
             })
             .collect(),
         origin_shield: spec.origin_shield.as_ref().map(|shield| {
-            let host = match shield_address {
-                Some(ip) if ip.contains(':') => format!("[{ip}]"),
-                Some(ip) => ip.to_owned(),
-                None => format!("{}.{namespace}.svc", names::regional(&name, &shield.region)),
-            };
+            let service = names::regional(&name, &shield.region);
             config::OriginShield {
                 region: shield.region.clone(),
-                url: format!("http://{host}:{SERVICE_PORT}"),
+                url: format!("http://{service}.{namespace}.svc:{SERVICE_PORT}"),
                 // The edges route each object to one shield edge among the Service's ready
                 // endpoints, so the origin sees one fetch per object whatever the replicas.
                 service: Some(config::ShieldService {
-                    name: names::regional(&name, &shield.region),
+                    name: service,
                     port: SERVICE_PORT_NAME.to_owned(),
                 }),
                 peers: Vec::new(),
@@ -235,7 +230,7 @@ mod tests {
 
     #[test]
     fn renders_the_example_with_the_shield_service_and_secret_file_paths() {
-        let config = edge_config(&example(), "web", &sizing(), None).expect("valid");
+        let config = edge_config(&example(), "web", &sizing()).expect("valid");
         let shield = config.origin_shield.as_ref().expect("shield");
         assert_eq!(shield.region, "eu-west");
         assert_eq!(shield.url, "http://site-eu-west.web.svc:80");
@@ -261,18 +256,10 @@ mod tests {
     }
 
     #[test]
-    fn the_shield_is_reached_at_its_service_address_when_known() {
-        let v4 = edge_config(&example(), "web", &sizing(), Some("10.96.0.7")).expect("valid");
-        assert_eq!(v4.origin_shield.expect("shield").url, "http://10.96.0.7:80");
-        let v6 = edge_config(&example(), "web", &sizing(), Some("fd00::7")).expect("valid");
-        assert_eq!(v6.origin_shield.expect("shield").url, "http://[fd00::7]:80");
-    }
-
-    #[test]
     fn a_target_the_edge_does_not_know_is_an_unknown_origin() {
         let mut dist = example();
         dist.spec.default_behavior.target_origin = "nowhere".into();
-        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("unknown");
+        let blockers = edge_config(&dist, "web", &sizing()).expect_err("unknown");
         assert!(
             blockers
                 .iter()
@@ -285,12 +272,9 @@ mod tests {
     #[test]
     fn upload_acceleration_renders_the_upload_section() {
         let mut dist = example();
-        assert_eq!(
-            edge_config(&dist, "web", &sizing(), None).expect("valid").upload,
-            None
-        );
+        assert_eq!(edge_config(&dist, "web", &sizing()).expect("valid").upload, None);
         dist.spec.upload_acceleration = uploads("2Gi");
-        let config = edge_config(&dist, "web", &sizing(), None).expect("valid");
+        let config = edge_config(&dist, "web", &sizing()).expect("valid");
         assert_eq!(
             config.upload,
             Some(config::Upload {
@@ -306,7 +290,7 @@ mod tests {
         let upload = dist.spec.upload_acceleration.as_mut().expect("upload");
         upload.target_origin = "web".into();
         upload.max_object_size.0 = "lots".into();
-        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("bad size");
+        let blockers = edge_config(&dist, "web", &sizing()).expect_err("bad size");
         assert_eq!(
             blockers[0].message(),
             "spec.uploadAcceleration.maxObjectSize: \"lots\" is not a positive quantity of bytes such as 5Gi"
@@ -317,16 +301,13 @@ mod tests {
             .expect("upload")
             .max_object_size
             .0 = "1Gi".into();
-        let blockers = edge_config(&dist, "web", &sizing(), None).expect_err("http origin");
+        let blockers = edge_config(&dist, "web", &sizing()).expect_err("http origin");
         assert!(
             matches!(&blockers[0], Blocker::UnknownOrigin { field, message }
                 if field == "uploadAcceleration.targetOrigin" && message.contains("not an s3 origin")),
             "{blockers:?}"
         );
         dist.spec.upload_acceleration.as_mut().expect("upload").enabled = false;
-        assert_eq!(
-            edge_config(&dist, "web", &sizing(), None).expect("valid").upload,
-            None
-        );
+        assert_eq!(edge_config(&dist, "web", &sizing()).expect("valid").upload, None);
     }
 }

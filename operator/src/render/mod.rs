@@ -49,8 +49,6 @@ pub struct Inputs {
     pub admin_token: String,
     /// What was copied from the referenced Secrets: origin key pairs and upload client keys.
     pub credentials: Credentials,
-    /// ClusterIP of the shield region's Service, once it exists ([`shield_service`]).
-    pub shield_address: Option<String>,
 }
 
 // The token is a credential: never in logs.
@@ -59,7 +57,6 @@ impl std::fmt::Debug for Inputs {
         f.debug_struct("Inputs")
             .field("admin_token", &"..")
             .field("credentials", &self.credentials)
-            .field("shield_address", &self.shield_address)
             .finish()
     }
 }
@@ -343,14 +340,6 @@ where
     })
 }
 
-/// The Service of the shield region, which the controller creates first when it does not exist
-/// yet so that the edge configuration can name its address.
-pub fn shield_service(dist: &Distribution) -> Option<Result<Manifest, serde_json::Error>> {
-    let shield = dist.spec.origin_shield.as_ref()?;
-    let region = dist.spec.regions.iter().find(|r| r.name == shield.region)?;
-    Some(manifest(Kind::Service, &network::regional_service(dist, region)))
-}
-
 /// Renders everything `dist` owns, or every reason it cannot be.
 pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Result<Fleet, Vec<Blocker>> {
     let name = dist.metadata.name.clone().unwrap_or_default();
@@ -361,7 +350,7 @@ pub fn render(dist: &Distribution, settings: &Settings, inputs: &Inputs) -> Resu
         }]);
     };
     let sizing = EdgeSizing::from_spec(&dist.spec.edge).map_err(|b| vec![b])?;
-    let config = edge_config(dist, &namespace, &sizing, inputs.shield_address.as_deref())?;
+    let config = edge_config(dist, &namespace, &sizing)?;
     let yaml = config.to_yaml().map_err(|e| {
         vec![Blocker::InvalidSpec {
             field: "spec".into(),
@@ -470,7 +459,6 @@ pub(crate) mod tests {
                 )]),
                 upload_keys: None,
             },
-            shield_address: Some("10.96.0.7".into()),
         }
     }
 

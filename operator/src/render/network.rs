@@ -1,5 +1,12 @@
 //! Services: one per region, and one over every region that keeps traffic in the client's own
 //! zone when an edge there is ready.
+//!
+//! Only the Service over every region has a ClusterIP. The regional ones are headless: what
+//! reaches a region's edges addresses them one by one (the shield routes each object to the edge
+//! that owns it, and a ClusterIP would spread the object over all of them), their DNS names
+//! resolve to the ready edges, and a ClusterIP costs an address from the cluster's Service range
+//! and a step the API server takes one Service at a time (a fleet of 1000 Distributions would
+//! take 4000 of them instead of 1000).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +17,7 @@ use super::edge_config::{SERVICE_PORT, UPLOAD_PORT_NAME, UPLOAD_SERVICE_PORT};
 use super::{metadata, names, secrets};
 use crate::api::{Distribution, Region};
 
-/// The Service `<dist>-<region>`: that region's edges only.
+/// The headless Service `<dist>-<region>`: that region's edges only.
 pub(super) fn regional_service(dist: &Distribution, region: &Region) -> Service {
     let name = dist.metadata.name.clone().unwrap_or_default();
     service(
@@ -18,7 +25,7 @@ pub(super) fn regional_service(dist: &Distribution, region: &Region) -> Service 
         names::regional(&name, &region.name),
         names::regional_labels(&name, &region.name),
         names::region_selector(&name, &region.name),
-        None,
+        Routing::Headless,
     )
 }
 
@@ -31,8 +38,16 @@ pub(super) fn fleet_service(dist: &Distribution) -> Service {
         name.clone(),
         names::labels(&name),
         names::fleet_selector(&name),
-        Some("PreferClose".to_owned()),
+        Routing::PreferClose,
     )
+}
+
+/// How a Service's traffic reaches its endpoints.
+enum Routing {
+    /// No ClusterIP: clients address the endpoints themselves.
+    Headless,
+    /// A ClusterIP, with endpoints in the client's zone preferred.
+    PreferClose,
 }
 
 /// Where clients upload, when upload acceleration is enabled: the Service over every region, so
@@ -58,12 +73,17 @@ fn service(
     name: String,
     labels: BTreeMap<String, String>,
     selector: BTreeMap<String, String>,
-    traffic_distribution: Option<String>,
+    routing: Routing,
 ) -> Service {
+    let (cluster_ip, traffic_distribution) = match routing {
+        Routing::Headless => (Some("None".to_owned()), None),
+        Routing::PreferClose => (None, Some("PreferClose".to_owned())),
+    };
     Service {
         metadata: metadata(dist, name, labels),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
+            cluster_ip,
             selector: Some(selector),
             ports: Some(
                 std::iter::once(service_port("http", SERVICE_PORT))
@@ -108,5 +128,16 @@ mod tests {
             upload_endpoint(&dist, "web").as_deref(),
             Some("site.web.svc:8090")
         );
+    }
+
+    #[test]
+    fn only_the_service_over_every_region_has_a_cluster_ip() {
+        let dist = example();
+        let regional = regional_service(&dist, &dist.spec.regions[0]).spec.expect("spec");
+        assert_eq!(regional.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(regional.traffic_distribution, None);
+        let fleet = fleet_service(&dist).spec.expect("spec");
+        assert_eq!(fleet.cluster_ip, None, "allocated by the API server");
+        assert_eq!(fleet.traffic_distribution.as_deref(), Some("PreferClose"));
     }
 }
