@@ -10,18 +10,23 @@ pub fn distributions(client: Client, namespace: &str) -> Api<DynamicObject> {
     edgefleet(client, namespace, "Distribution", "distributions")
 }
 
+/// `distributions.edgefleet.io` in every namespace.
+pub fn all_distributions(client: Client) -> Api<DynamicObject> {
+    Api::all_with(client, &edgefleet_resource("Distribution", "distributions"))
+}
+
 /// `invalidations.edgefleet.io` in `namespace`.
 pub fn invalidations(client: Client, namespace: &str) -> Api<DynamicObject> {
     edgefleet(client, namespace, "Invalidation", "invalidations")
 }
 
 fn edgefleet(client: Client, namespace: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, namespace, &edgefleet_resource(kind, plural))
+}
+
+fn edgefleet_resource(kind: &str, plural: &str) -> ApiResource {
     let gvk = GroupVersionKind::gvk("edgefleet.io", "v1alpha1", kind);
-    Api::namespaced_with(
-        client,
-        namespace,
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
+    ApiResource::from_gvk_with_plural(&gvk, plural)
 }
 
 /// The Secret [`s3_distribution`]'s origin takes its credentials from.

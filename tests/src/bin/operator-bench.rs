@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::Cluster;
 use edgefleet_e2e::operator::{Operator, Samples, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::resources::{all_distributions, distributions};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
@@ -24,56 +25,109 @@ use kube::runtime::watcher::{self, Event, watcher};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
+/// How the bench spreads its Distributions over namespaces.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// All in one namespace, the operator scoped to it (`--watch-namespace`).
+    OneNamespace,
+    /// This many per namespace, the operator watching every namespace (the chart's default).
+    PerNamespace(usize),
+}
+
+impl Layout {
+    fn namespaces(self, n: usize) -> usize {
+        match self {
+            Self::OneNamespace => 1,
+            Self::PerNamespace(k) => n.div_ceil(k),
+        }
+    }
+
+    fn namespace_of(self, i: usize) -> usize {
+        match self {
+            Self::OneNamespace => 0,
+            Self::PerNamespace(k) => i / k,
+        }
+    }
+}
+
+/// `[--per-namespace K] [N...]`.
+fn arguments() -> anyhow::Result<(Layout, Vec<usize>)> {
+    let mut layout = Layout::OneNamespace;
+    let mut sizes = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--per-namespace" {
+            let k: usize = args
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--per-namespace needs a number"))?
+                .parse()?;
+            anyhow::ensure!(k > 0, "--per-namespace must be at least 1");
+            layout = Layout::PerNamespace(k);
+        } else {
+            sizes.push(arg.parse()?);
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![10, 100, 1000];
+    }
+    Ok((layout, sizes))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    let sizes = if sizes.is_empty() {
-        vec![10, 100, 1000]
-    } else {
-        sizes
-    };
+    let (layout, sizes) = arguments()?;
     let cluster = Cluster::simulated().await?;
     let work = tempfile::tempdir()?;
     println!(
-        "| distributions | time to all Ready | operator peak RSS | operator CPU | reconciles / distribution | API requests / reconcile | writes / distribution |"
+        "| distributions | namespaces | time to all Ready | operator peak RSS | operator CPU | reconciles / distribution | API requests / reconcile | writes / distribution |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, &n) in sizes.iter().enumerate() {
-        let ns = cluster.fresh_namespace(&format!("bench-{n}")).await?;
+        // The chart and the operator live in `home`; the Distributions there too, or spread
+        // over namespaces of their own.
+        let home = cluster.fresh_namespace(&format!("bench-{n}")).await?;
+        let mut namespaces = Vec::new();
+        match layout {
+            Layout::OneNamespace => namespaces.push(home.clone()),
+            Layout::PerNamespace(_) => {
+                for j in 0..layout.namespaces(n) {
+                    namespaces.push(cluster.fresh_namespace(&format!("bench-{n}-{j}")).await?);
+                }
+            }
+        }
         // Unique per run: the chart's ClusterRoles are named after the release.
         let name = format!("bench{i}-{n}");
-        let release = install_chart(cluster, &name, &ns, &[]).await?;
+        let release = install_chart(cluster, &name, &home, &[]).await?;
         let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
-        // Scoped to this run's namespace, so a previous run's leftovers are not counted.
-        let operator = Operator::start(
-            &kubeconfig,
-            &release,
-            &name,
-            work.path(),
-            &["--watch-namespace", &ns],
-        )
-        .await?;
+        // Runs follow each other only once the previous run's namespaces are gone, so an
+        // operator watching every namespace sees this run's Distributions only.
+        let scope: &[&str] = match layout {
+            Layout::OneNamespace => &["--watch-namespace", &home],
+            Layout::PerNamespace(_) => &[],
+        };
+        let operator = Operator::start(&kubeconfig, &release, &name, work.path(), scope).await?;
         let pid = operator
             .pid()
             .ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
-        let api = distributions(cluster.client().await?, &ns);
+        let client = cluster.client().await?;
 
         let cpu_before = cluster.dir().map(component_cpu).unwrap_or_default();
         let allocations_before = cluster_ip_allocations(cluster).await?;
         let load_before = load_average();
         let started = Instant::now();
-        let all_ready = tokio::spawn(wait_all_ready(api.clone(), n, Duration::from_secs(900)));
+        let all_ready = tokio::spawn(wait_all_ready(
+            all_distributions(client.clone()),
+            n,
+            Duration::from_secs(900),
+        ));
         let deployments = tokio::spawn(follow_deployments(
-            Api::namespaced(cluster.client().await?, &ns),
+            Api::all(client.clone()),
             REGIONS.len() * n,
             started,
         ));
         futures::stream::iter(0..n)
             .map(|i| {
-                let api = api.clone();
+                let api = distributions(client.clone(), &namespaces[layout.namespace_of(i)]);
                 async move {
                     api.create(&PostParams::default(), &distribution(i)?)
                         .await
@@ -128,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let reconciles = samples.distribution_passes();
         println!(
-            "| {n} | {:.1} s | {rss_mib:.1} MiB | {cpu_s:.1} s | {:.1} | {:.1} | {:.1} |",
+            "| {n} | {} | {:.1} s | {rss_mib:.1} MiB | {cpu_s:.1} s | {:.1} | {:.1} | {:.1} |",
+            namespaces.len(),
             took.as_secs_f64(),
             reconciles / n as f64,
             requests / reconciles.max(1.0),
@@ -141,9 +196,16 @@ async fn main() -> anyhow::Result<()> {
         } else {
             "--wait=true"
         };
-        cluster
-            .kubectl(&["delete", "namespace", &ns, wait, "--timeout=10m"])
-            .await?;
+        let mut delete = vec!["delete", "namespace"];
+        delete.extend(
+            namespaces
+                .iter()
+                .chain(std::iter::once(&home))
+                .map(String::as_str),
+        );
+        delete.dedup();
+        delete.extend([wait, "--timeout=10m"]);
+        cluster.kubectl(&delete).await?;
     }
     Ok(())
 }
@@ -284,10 +346,6 @@ fn component_cpu(dir: &Path) -> BTreeMap<String, f64> {
         *cpu.entry(name).or_insert(0.0) += ticks / 100.0;
     }
     cpu
-}
-
-fn distributions(client: kube::Client, ns: &str) -> Api<DynamicObject> {
-    edgefleet_e2e::resources::distributions(client, ns)
 }
 
 fn distribution(i: usize) -> anyhow::Result<DynamicObject> {
