@@ -333,11 +333,7 @@ async fn apply_one<'a>(
 /// permits).
 const PASS_WRITES_IN_FLIGHT: usize = 8;
 
-/// Objects are written in two waves: a RoleBinding only after its Role (the API server checks
-/// the permissions it grants against the Role's rules), a Deployment only after what its pods
-/// use (ServiceAccount, Secret, ConfigMap). Services go with the Deployments: the API server
-/// allocates ClusterIPs one at a time, which makes Services the slowest writes by far when
-/// many Distributions are created, and nothing the pods need waits for them.
+/// Objects are written in two waves (see [`render::Kind::after_the_rest`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wave {
     First,
@@ -346,9 +342,10 @@ enum Wave {
 
 impl Wave {
     fn of(kind: render::Kind) -> Self {
-        match kind {
-            render::Kind::RoleBinding | render::Kind::Deployment | render::Kind::Service => Wave::Second,
-            _ => Wave::First,
+        if kind.after_the_rest() {
+            Wave::Second
+        } else {
+            Wave::First
         }
     }
 }

@@ -212,6 +212,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether objects of this kind are written only once the others exist: a RoleBinding after
+    /// its Role (the API server checks the permissions it grants against the Role's rules), a
+    /// Deployment after what its pods use (ServiceAccount, Secret, ConfigMap). Services go with
+    /// the Deployments: the API server allocates ClusterIPs one at a time, which makes Services
+    /// the slowest writes by far when many Distributions are created, and nothing the pods need
+    /// waits for them.
+    pub fn after_the_rest(self) -> bool {
+        matches!(self, Kind::RoleBinding | Kind::Deployment | Kind::Service)
+    }
+
     /// Every kind, in apply order.
     pub const ALL: [Kind; 9] = [
         Kind::ServiceAccount,

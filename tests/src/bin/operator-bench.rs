@@ -11,17 +11,23 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::Cluster;
 use edgefleet_e2e::operator::{Operator, Samples, install_chart, service_account_kubeconfig};
 use edgefleet_e2e::resources::{all_distributions, distributions};
+use edgefleet_operator::api::Distribution;
+use edgefleet_operator::render::{self, Credentials, Ingresses, Inputs, Settings};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, TypeMeta,
+};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
+use tokio::sync::Semaphore;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -50,13 +56,33 @@ impl Layout {
     }
 }
 
-/// `[--per-namespace K] [N...]`.
-fn arguments() -> anyhow::Result<(Layout, Vec<usize>)> {
+/// Who writes the objects of the Distributions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// The operator, as installed by the chart.
+    Operator,
+    /// The bench itself, without an operator: it renders each Distribution as the operator does
+    /// and applies the objects once, in the operator's two waves and with as many writes in
+    /// flight. What the control plane alone takes to make the same objects and pods Ready.
+    Baseline,
+}
+
+struct Arguments {
+    layout: Layout,
+    writer: Writer,
+    sizes: Vec<usize>,
+}
+
+/// `[--per-namespace K] [--baseline] [N...]`.
+fn arguments() -> anyhow::Result<Arguments> {
     let mut layout = Layout::OneNamespace;
+    let mut writer = Writer::Operator;
     let mut sizes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--per-namespace" {
+        if arg == "--baseline" {
+            writer = Writer::Baseline;
+        } else if arg == "--per-namespace" {
             let k: usize = args
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("--per-namespace needs a number"))?
@@ -70,100 +96,63 @@ fn arguments() -> anyhow::Result<(Layout, Vec<usize>)> {
     if sizes.is_empty() {
         sizes = vec![10, 100, 1000];
     }
-    Ok((layout, sizes))
+    Ok(Arguments {
+        layout,
+        writer,
+        sizes,
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (layout, sizes) = arguments()?;
+    let Arguments {
+        layout,
+        writer,
+        sizes,
+    } = arguments()?;
     let cluster = Cluster::simulated().await?;
+    match writer {
+        Writer::Operator => with_operator(cluster, layout, &sizes).await,
+        Writer::Baseline => baseline(cluster, layout, &sizes).await,
+    }
+}
+
+/// The Distributions are made Ready by the operator the chart installs.
+async fn with_operator(cluster: &Cluster, layout: Layout, sizes: &[usize]) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     println!(
         "| distributions | namespaces | time to all Ready | operator peak RSS | operator CPU | reconciles / distribution | API requests / reconcile | writes / distribution |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, &n) in sizes.iter().enumerate() {
-        // The chart and the operator live in `home`; the Distributions there too, or spread
-        // over namespaces of their own.
-        let home = cluster.fresh_namespace(&format!("bench-{n}")).await?;
-        let mut namespaces = Vec::new();
-        match layout {
-            Layout::OneNamespace => namespaces.push(home.clone()),
-            Layout::PerNamespace(_) => {
-                for j in 0..layout.namespaces(n) {
-                    namespaces.push(cluster.fresh_namespace(&format!("bench-{n}-{j}")).await?);
-                }
-            }
-        }
+        let run = Run::prepare(cluster, layout, n).await?;
         // Unique per run: the chart's ClusterRoles are named after the release.
         let name = format!("bench{i}-{n}");
-        let release = install_chart(cluster, &name, &home, &[]).await?;
+        let release = install_chart(cluster, &name, &run.home, &[]).await?;
         let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
         // Runs follow each other only once the previous run's namespaces are gone, so an
         // operator watching every namespace sees this run's Distributions only.
         let scope: &[&str] = match layout {
-            Layout::OneNamespace => &["--watch-namespace", &home],
+            Layout::OneNamespace => &["--watch-namespace", &run.home],
             Layout::PerNamespace(_) => &[],
         };
         let operator = Operator::start(&kubeconfig, &release, &name, work.path(), scope).await?;
         let pid = operator
             .pid()
             .ok_or_else(|| anyhow::anyhow!("operator has no pid"))?;
-        let client = cluster.client().await?;
 
-        let cpu_before = cluster.dir().map(component_cpu).unwrap_or_default();
-        let allocations_before = cluster_ip_allocations(cluster).await?;
-        let load_before = load_average();
-        let started = Instant::now();
+        let start = run.start().await?;
         let all_ready = tokio::spawn(wait_all_ready(
-            all_distributions(client.clone()),
+            all_distributions(run.client.clone()),
             n,
             Duration::from_secs(900),
         ));
-        let deployments = tokio::spawn(follow_deployments(
-            Api::all(client.clone()),
-            REGIONS.len() * n,
-            started,
-        ));
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let api = distributions(client.clone(), &namespaces[layout.namespace_of(i)]);
-                async move {
-                    api.create(&PostParams::default(), &distribution(i)?)
-                        .await
-                        .map_err(anyhow::Error::from)
-                }
-            })
-            .buffer_unordered(32)
-            .try_collect::<Vec<_>>()
-            .await?;
+        let deployments = start.follow_deployments(&run);
+        run.create_distributions().await?;
         all_ready.await??;
-        let took = started.elapsed();
+        let took = start.at.elapsed();
         let (rss_mib, cpu_s) = process_usage(pid)?;
-        let cpu_after = cluster.dir().map(component_cpu).unwrap_or_default();
-        // Both milestones come before every Distribution is Ready, so the watch has seen them.
-        deployments.abort();
-        if let Ok(Ok(milestones)) = deployments.await {
-            eprintln!("bench-{n}: {milestones}");
-        }
-        let cpu: Vec<String> = cpu_after
-            .iter()
-            .map(|(name, after)| {
-                let before = cpu_before.get(name).copied().unwrap_or(0.0);
-                format!("{name} {:.1}", after - before)
-            })
-            .collect();
-        eprintln!("bench-{n}: CPU seconds during the run: {}", cpu.join(", "));
-        eprintln!(
-            "bench-{n}: load average (1 min) {load_before} at the start, {} at the end",
-            load_average()
-        );
-        let allocations = cluster_ip_allocations(cluster).await?;
-        eprintln!(
-            "bench-{n}: {:.0} Service ClusterIPs allocated in {:.1} s (one at a time in the API server)",
-            allocations.0 - allocations_before.0,
-            allocations.1 - allocations_before.1
-        );
+        start.report(&run, deployments).await?;
         if let Some(dir) = std::env::var_os("EDGEFLEET_BENCH_LOGS") {
             let copy = Path::new(&dir).join(format!("operator-bench-{n}.log"));
             std::fs::write(&copy, operator.log())?;
@@ -183,31 +172,248 @@ async fn main() -> anyhow::Result<()> {
         let reconciles = samples.distribution_passes();
         println!(
             "| {n} | {} | {:.1} s | {rss_mib:.1} MiB | {cpu_s:.1} s | {:.1} | {:.1} | {:.1} |",
-            namespaces.len(),
+            run.namespaces.len(),
             took.as_secs_f64(),
             reconciles / n as f64,
             requests / reconciles.max(1.0),
             writes / n as f64
         );
         operator.kill().await?;
-        // The next size must not share the control plane with this one's cascading deletion.
-        let wait = if i + 1 == sizes.len() {
-            "--wait=false"
-        } else {
-            "--wait=true"
-        };
+        run.delete(i + 1 == sizes.len()).await?;
+    }
+    Ok(())
+}
+
+/// No operator: the bench writes what the operator would, once, as fast as the operator may.
+async fn baseline(cluster: &Cluster, layout: Layout, sizes: &[usize]) -> anyhow::Result<()> {
+    // The CRDs the chart would install.
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    cluster
+        .kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()])
+        .await?
+        .ok()?;
+    println!("| distributions | namespaces | every object written | every pod Ready |");
+    println!("|---:|---:|---:|---:|");
+    for (i, &n) in sizes.iter().enumerate() {
+        let run = Run::prepare(cluster, layout, n).await?;
+        let start = run.start().await?;
+        let deployments = start.follow_deployments(&run);
+        let created = run.create_distributions().await?;
+        let writes = Arc::new(Semaphore::new(OPERATOR_WRITES_IN_FLIGHT));
+        futures::stream::iter(created)
+            .map(|dist| write_rendered(run.client.clone(), dist, writes.clone()))
+            .buffer_unordered(OPERATOR_PASSES)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let written = start.at.elapsed();
+        let milestones = tokio::time::timeout(Duration::from_secs(900), deployments)
+            .await
+            .map_err(|_| anyhow::anyhow!("not every pod was Ready after 900 s"))???;
+        println!(
+            "| {n} | {} | {:.1} s | {} |",
+            run.namespaces.len(),
+            written.as_secs_f64(),
+            show(milestones.ready)
+        );
+        start.report_control_plane(&run).await?;
+        run.delete(i + 1 == sizes.len()).await?;
+    }
+    Ok(())
+}
+
+/// The operator's limits (`controller::Context`): writes in flight over all passes, passes at once.
+const OPERATOR_WRITES_IN_FLIGHT: usize = 24;
+const OPERATOR_PASSES: usize = 16;
+/// Writes one pass sends at a time.
+const PASS_WRITES_IN_FLIGHT: usize = 8;
+
+/// Renders `dist` as the operator does and applies its objects the way a pass does: those
+/// [`render::Kind::after_the_rest`] once the others are written.
+async fn write_rendered(
+    client: kube::Client,
+    dist: DynamicObject,
+    writes: Arc<Semaphore>,
+) -> anyhow::Result<()> {
+    let dist: Distribution = serde_json::from_value(serde_json::to_value(&dist)?)?;
+    let settings = Settings {
+        region_label: "topology.kubernetes.io/region".to_owned(),
+        zone_label: "topology.kubernetes.io/zone".to_owned(),
+        edge_image: "edgefleet/edge:bench".to_owned(),
+        ingress: Ingresses::Disabled,
+    };
+    let inputs = Inputs {
+        admin_token: "bench".to_owned(),
+        credentials: Credentials::default(),
+    };
+    let fleet = render::render(&dist, &settings, &inputs)
+        .map_err(|blockers| anyhow::anyhow!("cannot render: {blockers:?}"))?;
+    let manifests = fleet.manifests()?;
+    let namespace = dist.namespace().unwrap_or_default();
+    for later in [false, true] {
+        futures::stream::iter(manifests.iter().filter(|m| m.kind.after_the_rest() == later))
+            .map(|manifest| {
+                let (client, namespace, writes) = (client.clone(), namespace.clone(), writes.clone());
+                async move {
+                    let _permit = writes.acquire().await?;
+                    let gvk = GroupVersionKind::try_from(&TypeMeta {
+                        api_version: manifest.body["apiVersion"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        kind: manifest.body["kind"].as_str().unwrap_or_default().to_owned(),
+                    })?;
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client, &namespace, &ApiResource::from_gvk(&gvk));
+                    api.patch(
+                        &manifest.name,
+                        &PatchParams::apply("edgefleet-bench"),
+                        &Patch::Apply(&manifest.body),
+                    )
+                    .await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(PASS_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+    }
+    Ok(())
+}
+
+/// One size of one run: its namespaces and a client.
+struct Run<'a> {
+    cluster: &'a Cluster,
+    layout: Layout,
+    n: usize,
+    /// Where the chart and operator live (and the Distributions, in one namespace).
+    home: String,
+    /// Where the Distributions go.
+    namespaces: Vec<String>,
+    client: kube::Client,
+}
+
+impl<'a> Run<'a> {
+    async fn prepare(cluster: &'a Cluster, layout: Layout, n: usize) -> anyhow::Result<Self> {
+        let home = cluster.fresh_namespace(&format!("bench-{n}")).await?;
+        let mut namespaces = Vec::new();
+        match layout {
+            Layout::OneNamespace => namespaces.push(home.clone()),
+            Layout::PerNamespace(_) => {
+                for j in 0..layout.namespaces(n) {
+                    namespaces.push(cluster.fresh_namespace(&format!("bench-{n}-{j}")).await?);
+                }
+            }
+        }
+        Ok(Self {
+            cluster,
+            layout,
+            n,
+            home,
+            namespaces,
+            client: cluster.client().await?,
+        })
+    }
+
+    /// Takes the figures a run is measured against, and starts the clock.
+    async fn start(&self) -> anyhow::Result<Start> {
+        Ok(Start {
+            cpu: self.cluster.dir().map(component_cpu).unwrap_or_default(),
+            allocations: cluster_ip_allocations(self.cluster).await?,
+            load: load_average(),
+            at: Instant::now(),
+        })
+    }
+
+    /// Creates the `n` Distributions, 32 at a time.
+    async fn create_distributions(&self) -> anyhow::Result<Vec<DynamicObject>> {
+        futures::stream::iter(0..self.n)
+            .map(|i| {
+                let api = distributions(self.client.clone(), &self.namespaces[self.layout.namespace_of(i)]);
+                async move {
+                    api.create(&PostParams::default(), &distribution(i)?)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await
+    }
+
+    /// Deletes the run's namespaces; unless it is the last run, waits until they are gone, so
+    /// the next size does not share the control plane with this one's cascading deletion.
+    async fn delete(self, last: bool) -> anyhow::Result<()> {
+        let wait = if last { "--wait=false" } else { "--wait=true" };
         let mut delete = vec!["delete", "namespace"];
         delete.extend(
-            namespaces
+            self.namespaces
                 .iter()
-                .chain(std::iter::once(&home))
+                .chain(std::iter::once(&self.home))
                 .map(String::as_str),
         );
         delete.dedup();
         delete.extend([wait, "--timeout=10m"]);
-        cluster.kubectl(&delete).await?;
+        self.cluster.kubectl(&delete).await?;
+        Ok(())
     }
-    Ok(())
+}
+
+/// The figures at the start of a run.
+struct Start {
+    cpu: BTreeMap<String, f64>,
+    allocations: (f64, f64),
+    load: String,
+    at: Instant,
+}
+
+impl Start {
+    fn follow_deployments(&self, run: &Run<'_>) -> tokio::task::JoinHandle<anyhow::Result<Milestones>> {
+        tokio::spawn(follow_deployments(
+            Api::all(run.client.clone()),
+            REGIONS.len() * run.n,
+            self.at,
+        ))
+    }
+
+    /// Prints the Deployment milestones (stopping their watch) and the control plane's figures.
+    async fn report(
+        &self,
+        run: &Run<'_>,
+        deployments: tokio::task::JoinHandle<anyhow::Result<Milestones>>,
+    ) -> anyhow::Result<()> {
+        // Both milestones come before every Distribution is Ready, so the watch has seen them.
+        deployments.abort();
+        if let Ok(Ok(milestones)) = deployments.await {
+            eprintln!("bench-{}: {milestones}", run.n);
+        }
+        self.report_control_plane(run).await
+    }
+
+    /// CPU seconds of each control-plane process, load average, ClusterIP allocations.
+    async fn report_control_plane(&self, run: &Run<'_>) -> anyhow::Result<()> {
+        let n = run.n;
+        let cpu_after = run.cluster.dir().map(component_cpu).unwrap_or_default();
+        let cpu: Vec<String> = cpu_after
+            .iter()
+            .map(|(name, after)| {
+                let before = self.cpu.get(name).copied().unwrap_or(0.0);
+                format!("{name} {:.1}", after - before)
+            })
+            .collect();
+        eprintln!("bench-{n}: CPU seconds during the run: {}", cpu.join(", "));
+        eprintln!(
+            "bench-{n}: load average (1 min) {} at the start, {} at the end",
+            self.load,
+            load_average()
+        );
+        let allocations = cluster_ip_allocations(run.cluster).await?;
+        eprintln!(
+            "bench-{n}: {:.0} Service ClusterIPs allocated in {:.1} s (one at a time in the API server)",
+            allocations.0 - self.allocations.0,
+            allocations.1 - self.allocations.1
+        );
+        Ok(())
+    }
 }
 
 /// Waits until all `n` Distributions behind `api` are Ready. It follows a watch: listing a
@@ -246,9 +452,12 @@ struct Milestones {
     ready: Option<Duration>,
 }
 
+fn show(d: Option<Duration>) -> String {
+    d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
+}
+
 impl std::fmt::Display for Milestones {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         write!(
             f,
             "every Deployment created after {}, every pod Ready (all Deployments ready) after {}",
