@@ -814,6 +814,61 @@ async fn each_alias_gets_an_ingress_that_goes_with_the_alias_or_the_setting() {
     );
     assert!(!fleet.log().contains("forbidden"), "{}", fleet.log());
 
+    // With uploads and an upload host: one more Ingress, to the upload port; no host, it goes.
+    fleet.kubectl(&CREATE_S3_CREDENTIALS).await;
+    fleet
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "shop-uploaders",
+            "--from-literal=uploader=uploader-secret",
+        ])
+        .await;
+    let with_uploads = |host: Option<&str>| {
+        let mut manifest: Value =
+            serde_json::from_str(&aliased_distribution("shop", &["www.shop.test"])).expect("JSON");
+        let files = &s3_distribution("files", 0)["spec"]["origins"][0];
+        manifest["spec"]["origins"]
+            .as_array_mut()
+            .expect("origins")
+            .push(files.clone());
+        manifest["spec"]["uploadAcceleration"] = json!({
+            "targetOrigin": "files",
+            "clientKeysSecretRef": {"name": "shop-uploaders"},
+        });
+        if let Some(host) = host {
+            manifest["spec"]["uploadAcceleration"]["host"] = json!(host);
+        }
+        manifest.to_string()
+    };
+    fleet.kubectl_apply(&with_uploads(Some("upload.shop.test"))).await;
+    let found = wait_for("the upload host's Ingress", CONVERGE, || async {
+        let found = ingresses(&fleet, "shop").await;
+        Ok((found.len() == 2).then_some(found))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+    let upload = found
+        .get("shop-upload")
+        .unwrap_or_else(|| panic!("shop-upload in {:?}", found.keys()));
+    assert_eq!(
+        route(upload),
+        (
+            "upload.shop.test".to_owned(),
+            "shop".to_owned(),
+            8090,
+            Some("shop-upload-tls".to_owned())
+        )
+    );
+    fleet.kubectl_apply(&with_uploads(None)).await;
+    wait_for("the upload Ingress to go with its host", CONVERGE, || async {
+        let found = ingresses(&fleet, "shop").await;
+        Ok((found.len() == 1 && found.contains_key("shop-www.shop.test")).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", fleet.log()));
+
     // Other settings (no TLS, no annotations): the fields they no longer give are taken out.
     if let Some(old) = fleet.operator.take() {
         old.kill().await.expect("stop the operator");

@@ -52,6 +52,9 @@ const MAX_LIST: usize = 25;
     validation = Rule::new("!has(self.uploadAcceleration) || !self.uploadAcceleration.enabled || self.origins.exists(o, o.name == self.uploadAcceleration.targetOrigin && has(o.s3))")
         .message("uploadAcceleration.targetOrigin must name an s3 origin of this Distribution")
         .field_path(".uploadAcceleration.targetOrigin"),
+    validation = Rule::new("!has(self.uploadAcceleration) || !has(self.uploadAcceleration.host) || !has(self.aliases) || !self.aliases.exists(a, a == self.uploadAcceleration.host)")
+        .message("uploadAcceleration.host must differ from every alias: the host either serves the site or takes uploads")
+        .field_path(".uploadAcceleration.host"),
 )]
 // clippy reads the repeated `printcolumn(type_ = …)` arguments of `#[kube]` as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -454,6 +457,15 @@ pub struct UploadAcceleration {
     /// Largest object accepted.
     #[serde(default = "default_max_upload")]
     pub max_object_size: Quantity,
+    /// Host name clients upload to from outside the cluster (path style: `https://<host>/<bucket>/<key>`).
+    /// When the chart enables Ingresses, the operator makes one, `<name>-upload`, routing this host to
+    /// the upload port of the Service over every region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: Option<String>,
 }
 
 /// A Secret in the same namespace.

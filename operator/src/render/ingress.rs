@@ -1,5 +1,6 @@
 //! Outside traffic, when the chart enables it: one Ingress per alias of a Distribution, routing
-//! that host to the Service `<dist>` over every region.
+//! that host to the Service `<dist>` over every region, and one for the upload host
+//! (`uploadAcceleration.host`), routing it to that Service's upload port.
 //!
 //! One Ingress per alias rather than one Ingress with a rule per alias, because each alias then
 //! lives and fails alone: an ingress controller's admission webhook that refuses one host (already
@@ -15,14 +16,16 @@ use k8s_openapi::api::networking::v1::{
     IngressSpec, IngressTLS, ServiceBackendPort,
 };
 
-use super::edge_config::SERVICE_PORT;
-use super::{hash, metadata, names};
+use super::edge_config::{SERVICE_PORT, UPLOAD_SERVICE_PORT};
+use super::{hash, metadata, names, secrets};
 use crate::api::Distribution;
 
 /// Longest name of a Kubernetes object that is a DNS subdomain (Ingress, Secret).
 const MAX_NAME: usize = 253;
 /// Annotation naming the alias an Ingress serves: its name may be shortened, the host is not.
 const ALIAS_ANNOTATION: &str = "edgefleet.io/alias";
+/// Annotation naming the upload host the upload Ingress serves.
+const UPLOAD_HOST_ANNOTATION: &str = "edgefleet.io/upload-host";
 /// Annotation with a hash of everything the operator renders into an Ingress. Applies are
 /// skipped when the live object already contains the rendered one, so a field that the settings
 /// no longer produce (TLS turned off, an annotation dropped) would otherwise linger: the hash
@@ -103,8 +106,18 @@ impl SecretNameTemplate {
     }
 }
 
-/// The Ingresses of `dist`, one per distinct alias, in `spec.aliases` order. None without aliases:
-/// an Ingress without a host would route every host to this Distribution.
+/// Where one Ingress sends its host.
+struct Route<'a> {
+    host: &'a str,
+    /// Port of the Service `<dist>`.
+    port: i32,
+    /// Annotation naming the host (its name may be shortened, the host is not).
+    annotation: &'static str,
+}
+
+/// The Ingresses of `dist`: one per distinct alias, in `spec.aliases` order, then the upload
+/// host's when uploads are enabled and have one. None without a host: an Ingress without a host
+/// would route every host to this Distribution.
 pub(super) fn ingresses(dist: &Distribution, settings: &IngressSettings) -> Vec<Ingress> {
     let distribution = dist.metadata.name.clone().unwrap_or_default();
     let settings_hash = settings_hash(settings);
@@ -120,10 +133,35 @@ pub(super) fn ingresses(dist: &Distribution, settings: &IngressSettings) -> Vec<
             name = with_hash(&name, alias.as_bytes());
             taken.insert(name.clone());
         }
+        let route = Route {
+            host: alias,
+            port: SERVICE_PORT,
+            annotation: ALIAS_ANNOTATION,
+        };
         out.push(ingress(
             dist,
             &distribution,
-            alias,
+            &route,
+            name,
+            settings,
+            &settings_hash,
+        ));
+    }
+    if let Some(host) = secrets::upload(dist).and_then(|upload| upload.host.as_deref()) {
+        // `<dist>-upload`, unless an alias's Ingress took that name (an alias `upload`).
+        let mut name = shortened(format!("{distribution}-upload"), host.as_bytes());
+        if taken.contains(&name) {
+            name = with_hash(&name, host.as_bytes());
+        }
+        let route = Route {
+            host,
+            port: UPLOAD_SERVICE_PORT,
+            annotation: UPLOAD_HOST_ANNOTATION,
+        };
+        out.push(ingress(
+            dist,
+            &distribution,
+            &route,
             name,
             settings,
             &settings_hash,
@@ -144,19 +182,19 @@ fn alias_of(ingress: &Ingress) -> Option<&str> {
 fn ingress(
     dist: &Distribution,
     distribution: &str,
-    alias: &str,
+    route: &Route<'_>,
     name: String,
     settings: &IngressSettings,
     settings_hash: &str,
 ) -> Ingress {
     let mut annotations = settings.annotations.clone();
-    annotations.insert(ALIAS_ANNOTATION.to_owned(), alias.to_owned());
+    annotations.insert(route.annotation.to_owned(), route.host.to_owned());
     annotations.insert(SETTINGS_HASH_ANNOTATION.to_owned(), settings_hash.to_owned());
     let mut meta = metadata(dist, name.clone(), names::labels(distribution));
     meta.annotations = Some(annotations);
     let tls = settings.tls_secret.as_ref().map(|template| {
         vec![IngressTLS {
-            hosts: Some(vec![alias.to_owned()]),
+            hosts: Some(vec![route.host.to_owned()]),
             secret_name: Some(template.render(&name, distribution)),
         }]
     });
@@ -164,7 +202,7 @@ fn ingress(
         service: Some(IngressServiceBackend {
             name: distribution.to_owned(),
             port: Some(ServiceBackendPort {
-                number: Some(SERVICE_PORT),
+                number: Some(route.port),
                 ..ServiceBackendPort::default()
             }),
         }),
@@ -175,7 +213,7 @@ fn ingress(
         spec: Some(IngressSpec {
             ingress_class_name: settings.class_name.clone(),
             rules: Some(vec![IngressRule {
-                host: Some(alias.to_owned()),
+                host: Some(route.host.to_owned()),
                 http: Some(HTTPIngressRuleValue {
                     paths: vec![HTTPIngressPath {
                         path: Some("/".to_owned()),
@@ -256,6 +294,66 @@ mod tests {
     fn host(ingress: &Ingress) -> &str {
         let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
         rules.and_then(|r| r[0].host.as_deref()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_upload_host_gets_an_ingress_to_the_upload_port_when_uploads_are_on() {
+        let mut dist = with_aliases(&["www.example.com"]);
+        let mut upload = crate::render::tests::uploads("1Gi").expect("uploads");
+        upload.host = Some("upload.example.com".into());
+        dist.spec.upload_acceleration = Some(upload);
+        let rendered = ingresses(&dist, &settings());
+        let names: Vec<_> = rendered.iter().map(|i| i.metadata.name.as_deref()).collect();
+        assert_eq!(names, [Some("site-www.example.com"), Some("site-upload")]);
+        let upload = &rendered[1];
+        assert_eq!(host(upload), "upload.example.com");
+        let rules = upload
+            .spec
+            .as_ref()
+            .and_then(|s| s.rules.as_ref())
+            .expect("rules");
+        let service = rules[0].http.as_ref().expect("http").paths[0]
+            .backend
+            .service
+            .as_ref()
+            .expect("a Service backend");
+        assert_eq!(
+            (
+                service.name.as_str(),
+                service.port.as_ref().and_then(|p| p.number)
+            ),
+            ("site", Some(8090))
+        );
+        let annotations = upload.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations[UPLOAD_HOST_ANNOTATION], "upload.example.com");
+        assert!(!annotations.contains_key(ALIAS_ANNOTATION));
+        let tls = &upload.spec.as_ref().and_then(|s| s.tls.as_ref()).expect("tls")[0];
+        assert_eq!(tls.secret_name.as_deref(), Some("site-upload-tls"));
+
+        // An alias named `upload` keeps its name; the upload Ingress gets a hashed one.
+        let mut clash = dist.clone();
+        clash.spec.aliases = vec!["upload".into()];
+        let names: Vec<String> = ingresses(&clash, &settings())
+            .iter()
+            .filter_map(|i| i.metadata.name.clone())
+            .collect();
+        assert_eq!(names[0], "site-upload");
+        assert!(
+            names[1].starts_with("site-upload-") && names[1] != names[0],
+            "{names:?}"
+        );
+
+        // Disabled uploads, or no host: no upload Ingress.
+        let mut disabled = dist.clone();
+        if let Some(upload) = disabled.spec.upload_acceleration.as_mut() {
+            upload.enabled = false;
+        }
+        assert_eq!(ingresses(&disabled, &settings()).len(), 1);
+        let mut no_host = dist;
+        if let Some(upload) = no_host.spec.upload_acceleration.as_mut() {
+            upload.host = None;
+        }
+        assert_eq!(ingresses(&no_host, &settings()).len(), 1);
     }
 
     #[test]

@@ -437,6 +437,7 @@ pub(crate) mod tests {
                 name: "uploaders".into(),
             },
             max_object_size: k8s_openapi::apimachinery::pkg::api::resource::Quantity(max_object_size.into()),
+            host: None,
         })
     }
 
