@@ -87,18 +87,37 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
+/// Where [`free_port`] picks: below Linux's default ephemeral range (32768–60999), from which
+/// every outgoing connection takes its local port.
+const FREE_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now, never the same twice in one process.
 ///
-/// The port is released before the caller's server binds it, so another process could take it
-/// in between; callers that start servers retry on a bind failure.
+/// The port is released before the caller's server binds it. Picked at random below the
+/// ephemeral range, so that no outgoing connection (the tests make thousands) takes it in
+/// between, as one did with ports the kernel picked.
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context(|| "cannot bind an ephemeral port on 127.0.0.1".to_owned())?;
-    let port = listener
-        .local_addr()
-        .context(|| "cannot read the bound address".to_owned())?
-        .port();
-    Ok(port)
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const SPAN: usize = (FREE_PORTS.end - FREE_PORTS.start) as usize;
+    static HANDED_OUT: [AtomicBool; SPAN] = [const { AtomicBool::new(false) }; SPAN];
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..1000 {
+        let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+        let random =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), (draw, std::process::id()));
+        let offset = (random % SPAN as u64) as usize;
+        if HANDED_OUT[offset].swap(true, Ordering::Relaxed) {
+            continue;
+        }
+        let port = FREE_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        context: format!("no free port on 127.0.0.1 in {FREE_PORTS:?} after 1000 tries"),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
 }
 
 /// A command for `program` that the kernel kills (SIGKILL) when the thread that started it dies,

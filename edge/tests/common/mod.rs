@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     io::Read,
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command},
     sync::Arc,
@@ -302,10 +302,10 @@ fn full(bytes: Bytes) -> OriginBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// A free port on 127.0.0.1 (bound and released; collisions are possible but rare).
+/// A free port on 127.0.0.1 (see [`edgefleet_e2e::process::free_port`]).
 pub fn free_port() -> SocketAddr {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind probe");
-    listener.local_addr().expect("probe addr")
+    let port = edgefleet_e2e::process::free_port().expect("a free port");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// The base configuration tests start from: one HTTP origin, default behavior, 64 MiB cache.
