@@ -280,4 +280,37 @@ async fn an_edge_is_ready_only_once_it_knows_the_origin_shield_edges() {
     let status: Value =
         serde_json::from_slice(&edge.admin(Method::GET, "/status", None).await.body).expect("json");
     assert_eq!(status["originShield"]["peers"], json!([]), "{status}");
+
+    // A reload to another shield Service, which it may not list: a serving edge stays ready (the
+    // whole fleet reloads at once) and knows no list until it can.
+    cluster
+        .kubectl(&[
+            "delete",
+            "rolebinding",
+            "edge-endpointslices-discovery-k8s-io",
+            "-n",
+            &namespace,
+        ])
+        .await
+        .expect("kubectl")
+        .ok()
+        .expect("permission revoked");
+    let start = generation(&edge).await;
+    config["originShield"]["service"]["name"] = json!("other-shield");
+    let patch = Patch::Apply(config_map("edge", &config));
+    api.patch("edge", &PatchParams::apply("edge-test").force(), &patch)
+        .await
+        .expect("patch");
+    eventually(Duration::from_secs(5), "the new shield is applied", async || {
+        generation(&edge).await > start
+    })
+    .await;
+    let status: Value =
+        serde_json::from_slice(&edge.admin(Method::GET, "/status", None).await.body).expect("json");
+    assert_eq!(status["originShield"]["peers"], Value::Null, "{status}");
+    let ready = edge
+        .admin_request(Method::GET, "/readyz", None, false)
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status.as_u16(), 200, "{}", ready.text());
 }

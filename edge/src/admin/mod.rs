@@ -4,6 +4,7 @@
 mod invalidations;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::{
     Json, Router,
@@ -23,6 +24,8 @@ pub(crate) struct AdminState {
     pub(crate) edge: Arc<Edge>,
     pub(crate) loader: Arc<Loader>,
     pub(crate) invalidations: Arc<invalidations::Ledger>,
+    /// `/readyz` has answered ready once: from then on only draining makes it not ready.
+    started: Arc<AtomicBool>,
 }
 
 impl AdminState {
@@ -31,6 +34,7 @@ impl AdminState {
             edge,
             loader,
             invalidations: Arc::new(invalidations::Ledger::default()),
+            started: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -93,21 +97,28 @@ pub(crate) fn waiting_router(reason: tokio::sync::watch::Receiver<String>) -> Ro
     )
 }
 
-/// Ready once a configuration is loaded (until then [`waiting_router`] answers) and the origin
-/// shield's edges are known, until shutdown begins, so load balancers stop sending before
-/// connections close.
+/// Ready once a configuration is loaded (until then [`waiting_router`] answers) and, at start,
+/// the origin shield's edges are known; until shutdown begins, so load balancers stop sending
+/// before connections close.
+///
+/// A reload that brings a new shield does not make a serving edge unready: every edge reloads at
+/// once, and the fleet would leave its Services together. Until the new list arrives its misses
+/// go through the shield's Service.
 async fn readyz(State(state): State<AdminState>) -> Response {
     if state.edge.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match state.edge.runtime().origins.shield_awaited() {
-        Some(awaited) => (
+    if !state.started.load(Ordering::Relaxed)
+        && let Some(awaited) = state.edge.runtime().origins.shield_awaited()
+    {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("waiting for the origin shield's edges: {awaited}\n"),
         )
-            .into_response(),
-        None => (StatusCode::OK, "ready\n").into_response(),
+            .into_response();
     }
+    state.started.store(true, Ordering::Relaxed);
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {
