@@ -106,12 +106,13 @@ impl SecretNameTemplate {
     }
 }
 
-/// Where one Ingress sends its host.
+/// One Ingress: its name, and where it sends its host.
 struct Route<'a> {
+    name: String,
     host: &'a str,
     /// Port of the Service `<dist>`.
     port: i32,
-    /// Annotation naming the host (its name may be shortened, the host is not).
+    /// Annotation naming the host (the name may be shortened, the host is not).
     annotation: &'static str,
 }
 
@@ -120,32 +121,24 @@ struct Route<'a> {
 /// would route every host to this Distribution.
 pub(super) fn ingresses(dist: &Distribution, settings: &IngressSettings) -> Vec<Ingress> {
     let distribution = dist.metadata.name.clone().unwrap_or_default();
-    let settings_hash = settings_hash(settings);
     let mut taken = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     for alias in &dist.spec.aliases {
         let mut name = ingress_name(&distribution, alias);
         if !taken.insert(name.clone()) {
-            if out.iter().any(|i: &Ingress| alias_of(i) == Some(alias.as_str())) {
+            if routes.iter().any(|r| r.host == alias) {
                 continue; // the same alias twice
             }
             // Two aliases with one name (`*.example.com` and `wildcard.example.com`).
             name = with_hash(&name, alias.as_bytes());
             taken.insert(name.clone());
         }
-        let route = Route {
+        routes.push(Route {
+            name,
             host: alias,
             port: SERVICE_PORT,
             annotation: ALIAS_ANNOTATION,
-        };
-        out.push(ingress(
-            dist,
-            &distribution,
-            &route,
-            name,
-            settings,
-            &settings_hash,
-        ));
+        });
     }
     if let Some(host) = secrets::upload(dist).and_then(|upload| upload.host.as_deref()) {
         // `<dist>-upload`, unless an alias's Ingress took that name (an alias `upload`).
@@ -153,49 +146,36 @@ pub(super) fn ingresses(dist: &Distribution, settings: &IngressSettings) -> Vec<
         if taken.contains(&name) {
             name = with_hash(&name, host.as_bytes());
         }
-        let route = Route {
+        routes.push(Route {
+            name,
             host,
             port: UPLOAD_SERVICE_PORT,
             annotation: UPLOAD_HOST_ANNOTATION,
-        };
-        out.push(ingress(
-            dist,
-            &distribution,
-            &route,
-            name,
-            settings,
-            &settings_hash,
-        ));
+        });
     }
-    out
-}
-
-fn alias_of(ingress: &Ingress) -> Option<&str> {
-    ingress
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(ALIAS_ANNOTATION)
-        .map(String::as_str)
+    let settings_hash = settings_hash(settings);
+    routes
+        .iter()
+        .map(|route| ingress(dist, &distribution, route, settings, &settings_hash))
+        .collect()
 }
 
 fn ingress(
     dist: &Distribution,
     distribution: &str,
     route: &Route<'_>,
-    name: String,
     settings: &IngressSettings,
     settings_hash: &str,
 ) -> Ingress {
     let mut annotations = settings.annotations.clone();
     annotations.insert(route.annotation.to_owned(), route.host.to_owned());
     annotations.insert(SETTINGS_HASH_ANNOTATION.to_owned(), settings_hash.to_owned());
-    let mut meta = metadata(dist, name.clone(), names::labels(distribution));
+    let mut meta = metadata(dist, route.name.clone(), names::labels(distribution));
     meta.annotations = Some(annotations);
     let tls = settings.tls_secret.as_ref().map(|template| {
         vec![IngressTLS {
             hosts: Some(vec![route.host.to_owned()]),
-            secret_name: Some(template.render(&name, distribution)),
+            secret_name: Some(template.render(&route.name, distribution)),
         }]
     });
     let backend = IngressBackend {
