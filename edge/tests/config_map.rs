@@ -35,6 +35,39 @@ async fn generation(edge: &Edge) -> u64 {
     status["generation"].as_u64().expect("generation")
 }
 
+/// Starts an edge on `namespace/name` without waiting for it: the listen addresses come from
+/// the environment, as they must while no configuration is loaded.
+fn launch_from_config_map(
+    config_map: &str,
+    env: &[(&str, &str)],
+    dir: tempfile::TempDir,
+    data: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> Edge {
+    let args = vec!["--config-map".to_owned(), config_map.to_owned()];
+    let (data_addr, admin_addr) = (data.to_string(), admin.to_string());
+    let mut env = env.to_vec();
+    env.extend([
+        (edgefleet_config::LISTEN_DATA_ENV, data_addr.as_str()),
+        (edgefleet_config::LISTEN_ADMIN_ENV, admin_addr.as_str()),
+    ]);
+    Edge::launch(&args, &env, dir, data, admin)
+}
+
+/// Waits until `/readyz` answers 503 with a text `wanted` accepts, and returns that text.
+async fn not_ready_answer(edge: &Edge, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let mut answer = String::new();
+    eventually(Duration::from_secs(20), what, async || {
+        let Ok(ready) = edge.admin_request(Method::GET, "/readyz", None, false).await else {
+            return false;
+        };
+        answer = ready.text();
+        ready.status == 503 && wanted(&answer)
+    })
+    .await;
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edge_follows_its_config_map() {
     let cluster = Cluster::shared().await.expect("local control plane");
@@ -117,35 +150,16 @@ async fn an_edge_started_before_its_config_map_waits_for_it_without_exiting() {
     let dir = tempfile::tempdir().expect("dir");
     let (config, data, admin) = Edge::prepare(base_config(&origin.url()), &dir);
     let kubeconfig = cluster.kubeconfig().to_string_lossy().into_owned();
-    let args = vec!["--config-map".to_owned(), format!("{namespace}/late")];
-    let (data_addr, admin_addr) = (data.to_string(), admin.to_string());
-    let mut edge = Edge::launch(
-        &args,
-        &[
-            ("KUBECONFIG", &kubeconfig),
-            (edgefleet_config::LISTEN_DATA_ENV, &data_addr),
-            (edgefleet_config::LISTEN_ADMIN_ENV, &admin_addr),
-        ],
+    let mut edge = launch_from_config_map(
+        &format!("{namespace}/late"),
+        &[("KUBECONFIG", &kubeconfig)],
         dir,
         data,
         admin,
     );
 
     // Alive but not ready, saying why, while the ConfigMap does not exist.
-    let mut waiting = None;
-    eventually(
-        Duration::from_secs(20),
-        "the edge answers its probes while it waits",
-        async || {
-            let Ok(ready) = edge.admin_request(Method::GET, "/readyz", None, false).await else {
-                return false;
-            };
-            waiting = Some(ready.text());
-            ready.status == 503
-        },
-    )
-    .await;
-    let waiting = waiting.unwrap_or_default();
+    let waiting = not_ready_answer(&edge, "the edge answers its probes while it waits", |_| true).await;
     assert!(
         waiting.contains("waiting for configuration") && waiting.contains("not found"),
         "{waiting}"
@@ -234,34 +248,18 @@ async fn an_edge_is_ready_only_once_it_knows_the_origin_shield_edges() {
         .await
         .expect("create ConfigMap");
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    let args = vec!["--config-map".to_owned(), format!("{namespace}/edge")];
-    let (data_addr, admin_addr) = (data.to_string(), admin.to_string());
-    let mut edge = Edge::launch(
-        &args,
-        &[
-            ("KUBECONFIG", &kubeconfig),
-            ("EDGEFLEET_REGION", "us-east"),
-            (edgefleet_config::LISTEN_DATA_ENV, &data_addr),
-            (edgefleet_config::LISTEN_ADMIN_ENV, &admin_addr),
-        ],
+    let mut edge = launch_from_config_map(
+        &format!("{namespace}/edge"),
+        &[("KUBECONFIG", &kubeconfig), ("EDGEFLEET_REGION", "us-east")],
         dir,
         data,
         admin,
     );
 
     // Configured, but its misses would go to any shield edge: not ready, saying why.
-    let mut waiting = String::new();
-    eventually(
-        Duration::from_secs(20),
-        "the edge waits for the shield's EndpointSlices",
-        async || {
-            let Ok(ready) = edge.admin_request(Method::GET, "/readyz", None, false).await else {
-                return false;
-            };
-            waiting = ready.text();
-            ready.status == 503 && waiting.contains("origin shield")
-        },
-    )
+    let waiting = not_ready_answer(&edge, "the edge waits for the shield's EndpointSlices", |text| {
+        text.contains("origin shield")
+    })
     .await;
     assert!(
         waiting.contains(&format!("the EndpointSlices of Service {namespace}/shield")),
