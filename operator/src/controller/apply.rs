@@ -1,13 +1,7 @@
 //! Writing the rendered objects: server-side apply as the one field manager, only where the live
 //! object differs, and deletion of what a Distribution no longer renders.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
-use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 
 use super::FIELD_MANAGER;
@@ -33,22 +27,8 @@ pub(super) enum Applied {
     Conflict(Blocker),
 }
 
-fn api_resource(kind: Kind) -> ApiResource {
-    match kind {
-        Kind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
-        Kind::Role => ApiResource::erase::<Role>(&()),
-        Kind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
-        Kind::Secret => ApiResource::erase::<Secret>(&()),
-        Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-        Kind::Service => ApiResource::erase::<Service>(&()),
-        Kind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
-        Kind::Deployment => ApiResource::erase::<Deployment>(&()),
-        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
-    }
-}
-
 fn api(client: &Client, namespace: &str, kind: Kind) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &api_resource(kind))
+    Api::namespaced_with(client.clone(), namespace, &kind.api_resource())
 }
 
 fn conflict(manifest: &Manifest) -> Blocker {

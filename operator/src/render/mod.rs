@@ -222,6 +222,22 @@ impl Kind {
         matches!(self, Kind::RoleBinding | Kind::Deployment | Kind::Service)
     }
 
+    /// The kind as the API knows it, for requests about any object of it.
+    pub fn api_resource(self) -> kube::core::ApiResource {
+        use kube::core::ApiResource;
+        match self {
+            Kind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
+            Kind::Role => ApiResource::erase::<Role>(&()),
+            Kind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
+            Kind::Secret => ApiResource::erase::<Secret>(&()),
+            Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            Kind::Service => ApiResource::erase::<Service>(&()),
+            Kind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            Kind::Deployment => ApiResource::erase::<Deployment>(&()),
+            Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+        }
+    }
+
     /// Every kind, in apply order.
     pub const ALL: [Kind; 9] = [
         Kind::ServiceAccount,

@@ -22,9 +22,7 @@ use edgefleet_operator::render::{self, Credentials, Ingresses, Inputs, Settings}
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, TypeMeta,
-};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::Semaphore;
@@ -192,6 +190,19 @@ async fn baseline(cluster: &Cluster, layout: Layout, sizes: &[usize]) -> anyhow:
         .kubectl(&["apply", "--server-side", "-f", &crds.to_string_lossy()])
         .await?
         .ok()?;
+    // What the operator renders with by default (the chart's values), minus the admin token.
+    let rendering = (
+        Settings {
+            region_label: "topology.kubernetes.io/region".to_owned(),
+            zone_label: "topology.kubernetes.io/zone".to_owned(),
+            edge_image: "edgefleet/edge:bench".to_owned(),
+            ingress: Ingresses::Disabled,
+        },
+        Inputs {
+            admin_token: "bench".to_owned(),
+            credentials: Credentials::default(),
+        },
+    );
     println!("| distributions | namespaces | every object written | every pod Ready |");
     println!("|---:|---:|---:|---:|");
     for (i, &n) in sizes.iter().enumerate() {
@@ -201,7 +212,7 @@ async fn baseline(cluster: &Cluster, layout: Layout, sizes: &[usize]) -> anyhow:
         let created = run.create_distributions().await?;
         let writes = Arc::new(Semaphore::new(OPERATOR_WRITES_IN_FLIGHT));
         futures::stream::iter(created)
-            .map(|dist| write_rendered(run.client.clone(), dist, writes.clone()))
+            .map(|dist| write_rendered(run.client.clone(), dist, &rendering, writes.clone()))
             .buffer_unordered(OPERATOR_PASSES)
             .try_collect::<Vec<_>>()
             .await?;
@@ -232,20 +243,11 @@ const PASS_WRITES_IN_FLIGHT: usize = 8;
 async fn write_rendered(
     client: kube::Client,
     dist: DynamicObject,
+    (settings, inputs): &(Settings, Inputs),
     writes: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
     let dist: Distribution = serde_json::from_value(serde_json::to_value(&dist)?)?;
-    let settings = Settings {
-        region_label: "topology.kubernetes.io/region".to_owned(),
-        zone_label: "topology.kubernetes.io/zone".to_owned(),
-        edge_image: "edgefleet/edge:bench".to_owned(),
-        ingress: Ingresses::Disabled,
-    };
-    let inputs = Inputs {
-        admin_token: "bench".to_owned(),
-        credentials: Credentials::default(),
-    };
-    let fleet = render::render(&dist, &settings, &inputs)
+    let fleet = render::render(&dist, settings, inputs)
         .map_err(|blockers| anyhow::anyhow!("cannot render: {blockers:?}"))?;
     let manifests = fleet.manifests()?;
     let namespace = dist.namespace().unwrap_or_default();
@@ -255,15 +257,8 @@ async fn write_rendered(
                 let (client, namespace, writes) = (client.clone(), namespace.clone(), writes.clone());
                 async move {
                     let _permit = writes.acquire().await?;
-                    let gvk = GroupVersionKind::try_from(&TypeMeta {
-                        api_version: manifest.body["apiVersion"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        kind: manifest.body["kind"].as_str().unwrap_or_default().to_owned(),
-                    })?;
                     let api: Api<DynamicObject> =
-                        Api::namespaced_with(client, &namespace, &ApiResource::from_gvk(&gvk));
+                        Api::namespaced_with(client, &namespace, &manifest.kind.api_resource());
                     api.patch(
                         &manifest.name,
                         &PatchParams::apply("edgefleet-bench"),
