@@ -19,12 +19,20 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 VERSITYGW_VERSION=v1.8.0
+# A real node: kubelet and kube-proxy come from k8s.io/kubernetes above; the container runtime,
+# its low-level runtime, pod networking, image assembly and cluster DNS from these.
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.5.3
+CNI_PLUGINS_VERSION=v1.10.0
+CRANE_VERSION=v0.22.1
+COREDNS_VERSION=v1.15.0
 # The Go every tool is built with. An older or missing local Go is replaced by this release,
 # fetched as the golang.org/toolchain module from the Go module proxy (as GOTOOLCHAIN does).
 GO_VERSION=1.26.8
 GO_TOOLCHAIN_SHA256_LINUX_AMD64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 
-ALL_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm versitygw)
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+ALL_TOOLS=("${K8S_TOOLS[@]}" etcd kwok helm versitygw containerd runc cni-plugins crane coredns)
 
 CACHE=${EDGEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet}
 TOOLS_DIR=$CACHE/tools
@@ -36,11 +44,17 @@ die() { log "error: $*"; exit 1; }
 
 version_of() {
   case $1 in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$K8S_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
+      echo "$K8S_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     versitygw) echo "$VERSITYGW_VERSION" ;;
+    containerd) echo "$CONTAINERD_VERSION" ;;
+    runc) echo "$RUNC_VERSION" ;;
+    cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
+    crane) echo "$CRANE_VERSION" ;;
+    coredns) echo "$COREDNS_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -48,9 +62,21 @@ version_of() {
 tool_dir() { echo "$TOOLS_DIR/$1-$(version_of "$1")"; }
 bin_path() { echo "$(tool_dir "$1")/bin/$1"; }
 
+# The binaries a tool ships (most ship one, named after the tool).
+binaries_of() {
+  case $1 in
+    containerd) echo containerd ctr containerd-shim-runc-v2 ;;
+    cni-plugins) echo bridge host-local loopback portmap ;;
+    *) echo "$1" ;;
+  esac
+}
+
 # A tool counts as present only when everything it ships is in place (kwok needs its stages).
 present() {
-  [[ -x $(bin_path "$1") ]] || return 1
+  local binary
+  for binary in $(binaries_of "$1"); do
+    [[ -x $(tool_dir "$1")/bin/$binary ]] || return 1
+  done
   if [[ $1 == kwok ]]; then [[ -d $(tool_dir kwok)/stage ]] || return 1; fi
   return 0
 }
@@ -138,19 +164,22 @@ scratch_module() {
   echo "$dir"
 }
 
-# Moves a freshly built binary into its cache dir atomically, so a half-built tool never counts.
+# Moves a freshly built binary (named BINARY, default TOOL) into its tool's cache dir atomically,
+# so a half-built tool never counts.
 install_bin() {
-  local tool=$1 built=$2 dest
+  local tool=$1 built=$2 binary=${3:-$1} dest
   dest=$(tool_dir "$tool")
   mkdir -p "$dest/bin"
-  mv -f "$built" "$dest/bin/$tool.tmp"
-  mv -f "$dest/bin/$tool.tmp" "$dest/bin/$tool"
+  mv -f "$built" "$dest/bin/$binary.tmp"
+  mv -f "$dest/bin/$binary.tmp" "$dest/bin/$binary"
 }
 
 prepare_k8s_module() {
   local dir gomod staging
   dir=$(scratch_module "k8s-$K8S_VERSION")
-  if [[ -f $dir/.prepared ]]; then echo "$dir"; return; fi
+  # The marker names the commands fetched, so adding one re-prepares an older cache.
+  local marker=$dir/.prepared-${K8S_TOOLS[*]// /-}
+  if [[ -f $marker ]]; then echo "$dir"; return; fi
   log "preparing scratch module for k8s.io/kubernetes $K8S_VERSION"
   gomod=$(cd "$dir" && go list -m -f "{{.GoMod}}" "k8s.io/kubernetes@$K8S_VERSION")
   [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
@@ -164,12 +193,10 @@ prepare_k8s_module() {
   godebug=$(awk '/^godebug \(/ { inblock = 1; next } inblock && /^\)/ { inblock = 0 }
                  inblock { print $1 } /^godebug [^(]/ { print $2 }' "$gomod")
   for g in $godebug; do (cd "$dir" && go mod edit "-godebug=$g"); done
-  (cd "$dir" && run_logged "go get k8s.io/kubernetes" "$LOG_DIR/k8s-get.log" \
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
-  touch "$dir/.prepared"
+  local packages=() tool
+  for tool in "${K8S_TOOLS[@]}"; do packages+=("k8s.io/kubernetes/cmd/$tool@$K8S_VERSION"); done
+  (cd "$dir" && run_logged "go get k8s.io/kubernetes" "$LOG_DIR/k8s-get.log" go get "${packages[@]}")
+  touch "$marker"
   echo "$dir"
 }
 
@@ -199,17 +226,27 @@ build_k8s() {
 
 # build_simple TOOL PACKAGE [LDFLAGS]: one scratch module, `go get pkg@version`, `go build pkg`.
 build_simple() {
-  local tool=$1 pkg=$2 ldflags=${3:-} dir tmp
+  build_packages "$1" "${3:-}" "$1=$2"
+}
+
+# build_packages TOOL LDFLAGS BINARY=PACKAGE...: the binaries a tool ships, each built from a
+# package of the tool's module (fetched at the tool's version) in one scratch module.
+build_packages() {
+  local tool=$1 ldflags=$2 dir tmp spec
+  shift 2
   dir=$(scratch_module "$tool-$(version_of "$tool")")
   if [[ ! -f $dir/.prepared ]]; then
-    (cd "$dir" && run_logged "go get $pkg" "$LOG_DIR/$tool-get.log" \
-      go get "$pkg@$(version_of "$tool")")
+    local packages=()
+    for spec in "$@"; do packages+=("${spec#*=}@$(version_of "$tool")"); done
+    (cd "$dir" && run_logged "go get $tool" "$LOG_DIR/$tool-get.log" go get "${packages[@]}")
     touch "$dir/.prepared"
   fi
   tmp=$(mktemp -d "$SRC_DIR/out.XXXXXX")
-  (cd "$dir" && run_logged "go build $tool" "$LOG_DIR/$tool.log" \
-    go build -v -ldflags "-s -w $ldflags" -o "$tmp/$tool" "$pkg")
-  install_bin "$tool" "$tmp/$tool"
+  for spec in "$@"; do
+    (cd "$dir" && run_logged "go build ${spec%%=*}" "$LOG_DIR/${spec%%=*}.log" \
+      go build -v -ldflags "-s -w $ldflags" -o "$tmp/${spec%%=*}" "${spec#*=}")
+  done
+  for spec in "$@"; do install_bin "$tool" "$tmp/${spec%%=*}" "${spec%%=*}"; done
   rmdir "$tmp"
 }
 
@@ -230,10 +267,20 @@ build_kwok() {
   mv "$dest.tmp" "$dest"
 }
 
+# runc's container setup (nsenter) is C, and seccomp filters come from libseccomp: the one tool
+# built with cgo (Debian: gcc, libseccomp-dev, pkg-config).
+build_runc() {
+  command -v pkg-config >/dev/null && pkg-config --exists libseccomp ||
+    die "runc needs libseccomp's headers: apt-get install -y libseccomp-dev pkg-config gcc"
+  CGO_ENABLED=1 GOFLAGS="$GOFLAGS -tags=seccomp" build_simple runc github.com/opencontainers/runc \
+    "-X main.version=${RUNC_VERSION#v}"
+}
+
 build_tool() {
   local tool=$1
   case $tool in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_k8s "$tool" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
+      build_k8s "$tool" ;;
     etcd) build_simple etcd go.etcd.io/etcd/server/v3 ;;
     kwok) build_kwok ;;
     helm)
@@ -246,6 +293,24 @@ build_tool() {
     versitygw)
       build_simple versitygw github.com/versity/versitygw/cmd/versitygw \
         "-X main.Version=$VERSITYGW_VERSION -X main.Build=$VERSITYGW_VERSION"
+      ;;
+    containerd)
+      local m=github.com/containerd/containerd/v2
+      build_packages containerd "-X $m/version.Version=$CONTAINERD_VERSION" \
+        "containerd=$m/cmd/containerd" "ctr=$m/cmd/ctr" \
+        "containerd-shim-runc-v2=$m/cmd/containerd-shim-runc-v2"
+      ;;
+    runc) build_runc ;;
+    cni-plugins)
+      local m=github.com/containernetworking/plugins
+      build_packages cni-plugins "-X $m/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+        "bridge=$m/plugins/main/bridge" "host-local=$m/plugins/ipam/host-local" \
+        "loopback=$m/plugins/main/loopback" "portmap=$m/plugins/meta/portmap"
+      ;;
+    crane) build_simple crane github.com/google/go-containerregistry/cmd/crane ;;
+    coredns)
+      build_simple coredns github.com/coredns/coredns \
+        "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
       ;;
   esac
 }
@@ -272,9 +337,13 @@ ensure() {
 
 print_env() {
   local dirs="" tool
-  for tool in "${ALL_TOOLS[@]}"; do dirs+="$(tool_dir "$tool")/bin:"; done
+  for tool in "${ALL_TOOLS[@]}"; do
+    [[ $tool == cni-plugins ]] || dirs+="$(tool_dir "$tool")/bin:"
+  done
   printf 'export PATH=%q"$PATH"\n' "$dirs"
   printf 'export EDGEFLEET_KWOK_STAGES=%q\n' "$(tool_dir kwok)/stage"
+  # CNI plugins are found by the runtime in a directory of their own, not on PATH.
+  printf 'export EDGEFLEET_CNI_BIN_DIR=%q\n' "$(tool_dir cni-plugins)/bin"
 }
 
 main() {
