@@ -98,6 +98,19 @@ struct RunArgs {
         default_value = "ghcr.io/edgefleet/edge:0.1.0"
     )]
     edge_image: String,
+    /// How the kubelet pulls edge images: Always, IfNotPresent or Never (default: the kubelet's
+    /// own default for the image's tag).
+    #[arg(long, global = true, env = "EDGEFLEET_EDGE_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    edge_image_pull_policy: Option<String>,
+    /// Secrets the kubelet pulls edge images with (comma-separated names; each must exist in the
+    /// namespace of every Distribution).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEFLEET_EDGE_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    edge_image_pull_secrets: Vec<String>,
     /// Reconcile only the Distributions and Invalidations of this namespace (default: all).
     #[arg(long, global = true, env = "EDGEFLEET_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -223,6 +236,12 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         region_label: args.region_label,
         zone_label: args.zone_label,
         edge_image: args.edge_image,
+        edge_image_pull_policy: args.edge_image_pull_policy,
+        edge_image_pull_secrets: args
+            .edge_image_pull_secrets
+            .into_iter()
+            .filter(|name| !name.is_empty())
+            .collect(),
     };
     let ctx = Arc::new(
         Context::new(client.clone(), metrics.clone(), settings, args.identity.clone())

@@ -17,6 +17,8 @@ fn settings() -> Settings {
         region_label: "topology.kubernetes.io/region".into(),
         zone_label: "topology.kubernetes.io/zone".into(),
         edge_image: "ghcr.io/edgefleet/edge:0.1.0".into(),
+        edge_image_pull_policy: None,
+        edge_image_pull_secrets: Vec::new(),
         ingress: render::Ingresses::Disabled,
     }
 }

@@ -56,3 +56,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- toJson $annotations -}}
 {{- end -}}
+
+{{/* The names of a list of {name: ...} references, comma-separated (e.g. pull Secrets). */}}
+{{- define "edgefleet.names" -}}
+{{- $names := list -}}
+{{- range . }}{{ $names = append $names .name }}{{ end -}}
+{{- join "," $names -}}
+{{- end }}

@@ -38,6 +38,10 @@ pub struct Settings {
     pub zone_label: String,
     /// Edge image used unless a Distribution overrides it.
     pub edge_image: String,
+    /// How the kubelet pulls edge images (`Always`, `IfNotPresent`, `Never`); `None`: its default.
+    pub edge_image_pull_policy: Option<String>,
+    /// Secrets (in each Distribution's namespace) the kubelet pulls edge images with.
+    pub edge_image_pull_secrets: Vec<String>,
     /// Whether (and how) each alias gets an Ingress.
     pub ingress: Ingresses,
 }
@@ -462,6 +466,8 @@ pub(crate) mod tests {
             region_label: "example.com/region".into(),
             zone_label: "example.com/zone".into(),
             edge_image: "ghcr.io/edgefleet/edge:test".into(),
+            edge_image_pull_policy: None,
+            edge_image_pull_secrets: Vec::new(),
             ingress: Ingresses::Disabled,
         }
     }

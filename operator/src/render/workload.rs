@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -32,6 +32,8 @@ const MIN_OVERHEAD_BYTES: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PodInputs {
     pub(super) image: String,
+    pub(super) pull_policy: Option<String>,
+    pub(super) pull_secrets: Vec<String>,
     pub(super) resources: ResourceRequirements,
     pub(super) sizing: EdgeSizing,
     pub(super) listen: edgefleet_config::Listen,
@@ -46,6 +48,8 @@ impl PodInputs {
                 .image
                 .clone()
                 .unwrap_or_else(|| settings.edge_image.clone()),
+            pull_policy: settings.edge_image_pull_policy.clone(),
+            pull_secrets: settings.edge_image_pull_secrets.clone(),
             resources: dist
                 .spec
                 .edge
@@ -67,8 +71,14 @@ impl PodInputs {
             Some(upload) => format!("{} {} {upload}", self.listen.data, self.listen.admin),
             None => format!("{} {}", self.listen.data, self.listen.admin),
         };
+        // Likewise how the image is pulled: only when set, so pods that never set it keep theirs.
+        let pull = match (&self.pull_policy, self.pull_secrets.is_empty()) {
+            (None, true) => String::new(),
+            (policy, _) => format!("{policy:?} {:?}", self.pull_secrets),
+        };
+        let image = format!("{}{pull}", self.image);
         hash::short_hash([
-            self.image.as_bytes(),
+            image.as_bytes(),
             resources.as_bytes(),
             memory.as_bytes(),
             disk.as_bytes(),
@@ -200,6 +210,12 @@ fn pod_spec(
             ..PodSecurityContext::default()
         }),
         containers: vec![container(name, namespace, region, pod)],
+        image_pull_secrets: (!pod.pull_secrets.is_empty()).then(|| {
+            pod.pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
         volumes: Some(volumes),
         ..PodSpec::default()
     }
@@ -280,6 +296,7 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
     Container {
         name: "edge".to_owned(),
         image: Some(pod.image.clone()),
+        image_pull_policy: pod.pull_policy.clone(),
         // The configuration names the secret files relative to this directory.
         working_dir: Some(secrets::MOUNT_PATH.to_owned()),
         args: Some(vec![
@@ -462,6 +479,46 @@ mod tests {
         );
         let bigger = deployment(&dist, "web", &dist.spec.regions[0], &settings(), &bigger);
         assert_ne!(pod_hash(&bigger), pod_hash(&before), "cache size needs a restart");
+    }
+
+    #[test]
+    fn pull_settings_reach_the_pod_and_roll_it_only_when_set() {
+        let dist = example();
+        let before = rendered(&dist);
+        let mut pulling = settings();
+        pulling.edge_image_pull_policy = Some("Always".into());
+        pulling.edge_image_pull_secrets = vec!["registry".into()];
+        let pod = PodInputs::new(&dist, &pulling, sizing());
+        let after = deployment(&dist, "web", &dist.spec.regions[0], &pulling, &pod);
+        let spec = after
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("pod spec");
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            spec.image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "registry".into()
+            }])
+        );
+        assert_ne!(
+            pod_hash(&after),
+            pod_hash(&before),
+            "a pull setting needs new pods"
+        );
+        let unset = before
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("pod spec");
+        assert_eq!(
+            (
+                unset.containers[0].image_pull_policy.clone(),
+                unset.image_pull_secrets
+            ),
+            (None, None)
+        );
     }
 
     #[test]

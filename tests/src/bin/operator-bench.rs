@@ -196,6 +196,8 @@ async fn baseline(cluster: &Cluster, layout: Layout, sizes: &[usize]) -> anyhow:
             region_label: "topology.kubernetes.io/region".to_owned(),
             zone_label: "topology.kubernetes.io/zone".to_owned(),
             edge_image: "edgefleet/edge:bench".to_owned(),
+            edge_image_pull_policy: None,
+            edge_image_pull_secrets: Vec::new(),
             ingress: Ingresses::Disabled,
         },
         Inputs {
