@@ -2,15 +2,19 @@
 # A local, secure, RBAC-enabled Kubernetes control plane with simulated (KWOK) nodes.
 #
 #   cluster.sh up --dir DIR [--watch-pid PID] [--timeout SECONDS] [--remove-dir]
-#                 [--external-pods KEY=VALUE]
-#       Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
-#       127.0.0.1 (free ports), creates the simulated nodes, writes DIR/kubeconfig (admin),
+#                 [--external-pods KEY=VALUE] [--real-nodes ZONE[,ZONE...] --images DIR]
+#       Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on free
+#       ports of the cluster's host address (127.0.0.1 without root), creates the simulated
+#       nodes, writes DIR/kubeconfig (admin),
 #       DIR/env (source it) and, once everything is ready, DIR/ready. Stays in the foreground and
 #       tears everything down on exit, on SIGINT/SIGTERM, when a component dies, and when the
 #       process PID (--watch-pid) is gone. --timeout bounds the start-up once the tools are
 #       built (default 180 s); --remove-dir deletes DIR after a clean stop (kept after failures).
 #       --external-pods: pods with this label get an IP and phase Pending from kwok but are never
 #       started or marked Ready by it; an external runner (tests/src/pods) runs them for real.
+#       --real-nodes: a real node (containerd, kubelet, kube-proxy; see real-node.sh) takes the
+#       place of the simulated nodes of each ZONE (e.g. eu-west-a), with the images (*.tar, made
+#       by images.sh, pause.tar among them) of --images imported into its containerd.
 #   cluster.sh down --dir DIR
 #       Stops the cluster running in DIR and waits until it is gone.
 #
@@ -18,6 +22,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=real-node.sh
+source "$HERE/real-node.sh"
 
 # Simulated topology: every region has zones <region>-a and <region>-b, two nodes per zone.
 REGIONS=(eu-west us-east ap-south)
@@ -71,6 +77,8 @@ check_alive() {
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
+  # Everything below is best effort: a step that fails must not keep the next from running.
+  set +e
   rm -f "$DIR/ready"
   # Stop in reverse start order, each given a few seconds to exit cleanly: clients first, so the
   # apiserver and etcd have no open watches left to drain.
@@ -87,6 +95,8 @@ teardown() {
     fi
     wait "$pid" 2>/dev/null || true
   done
+  if ((${#REAL_ZONES[@]} > 0)); then real_nodes_teardown; fi
+  host_network_down
   rm -rf "$DIR/etcd-data"
   remove_local_route
   rm -f "$DIR/pid"
@@ -122,21 +132,27 @@ free_port() {
 # Addresses. Pod and Service IPs come from 198.18.0.0/15 (RFC 2544: reserved for benchmarking,
 # never a real network), which the apiserver accepts in EndpointSlices (it refuses 127/8). The
 # range is cut into 8 slots of /18, one per running cluster, claimed with a lock held for the
-# cluster's lifetime: pods get the first /19 (8190 IPs), Services the next /20 (4094), nodes
-# 198.x.y.48+. A `local` route on lo for the slot makes every address in it local, so a real
-# process (tests/src/pods) can listen on its pod IP and the harness on a Service's ClusterIP.
+# cluster's lifetime: simulated pods get the first /19 (8190 IPs), Services the next /20 (4094),
+# simulated nodes 198.x.y.48.0/24, and real nodes the rest (real-node.sh: their link network and
+# pod ranges). `local` routes on lo for the simulated pods, the Services and the simulated nodes
+# make those addresses local, so a real process (tests/src/pods) can listen on its pod IP and the
+# harness on a Service's ClusterIP; real nodes' addresses are routed to the nodes.
 
 claim_address_slot() {
   local lock_dir=${XDG_RUNTIME_DIR:-/tmp} slot
   for ((slot = 0; slot < 8; slot++)); do
     exec {SLOT_LOCK}>"$lock_dir/edgefleet-cluster-net-$slot.lock"
     if flock -n "$SLOT_LOCK"; then
-      local second=$((18 + slot / 4)) third=$(((slot % 4) * 64))
-      SLOT_CIDR=198.$second.$third.0/18
-      POD_CIDR=198.$second.$third.0/19
-      SERVICE_CIDR=198.$second.$((third + 32)).0/20
-      KUBERNETES_SERVICE_IP=198.$second.$((third + 32)).1
-      NODE_IP_PREFIX=198.$second.$((third + 48))
+      SLOT=$slot
+      SLOT_PREFIX=198.$((18 + slot / 4))
+      SLOT_THIRD=$(((slot % 4) * 64))
+      SLOT_CIDR=$SLOT_PREFIX.$SLOT_THIRD.0/18
+      POD_CIDR=$SLOT_PREFIX.$SLOT_THIRD.0/19
+      SERVICE_CIDR=$SLOT_PREFIX.$((SLOT_THIRD + 32)).0/20
+      KUBERNETES_SERVICE_IP=$SLOT_PREFIX.$((SLOT_THIRD + 32)).1
+      NODE_IP_PREFIX=$SLOT_PREFIX.$((SLOT_THIRD + 48))
+      LOCAL_CIDRS=("$POD_CIDR" "$SERVICE_CIDR" "$NODE_IP_PREFIX.0/24")
+      clean_up_after_previous_holder "$lock_dir/edgefleet-cluster-net-$slot.dir"
       add_local_route
       return
     fi
@@ -145,19 +161,44 @@ claim_address_slot() {
   die "all 8 address slots are taken: 8 local clusters are running already"
 }
 
-add_local_route() {
-  if ip route replace local "$SLOT_CIDR" dev lo 2>/dev/null; then
-    LOCAL_ROUTE=1
-  else
-    log "warning: cannot add a local route for $SLOT_CIDR (needs CAP_NET_ADMIN): pod IPs are" \
-      "not local addresses, so real processes cannot listen on them"
+# A cluster killed with SIGKILL cannot tear its real nodes down (their containers outlive it):
+# the next cluster to claim the slot does, with the directory the killed one recorded.
+clean_up_after_previous_holder() {
+  local record=$1 previous
+  previous=$(cat "$record" 2>/dev/null || true)
+  if [[ -n $previous ]]; then
+    log "cleaning up after the cluster that held address slot $SLOT before ($previous)"
+    local saved_dir=$DIR
+    DIR=$previous
+    real_nodes_teardown
+    DIR=$saved_dir
   fi
+  echo "$DIR" >"$record"
+  SLOT_RECORD=$record
+}
+
+add_local_route() {
+  local cidr
+  for cidr in "${LOCAL_CIDRS[@]}"; do
+    if ! ip route replace local "$cidr" dev lo 2>/dev/null; then
+      log "warning: cannot add a local route for $cidr (needs CAP_NET_ADMIN): pod IPs are" \
+        "not local addresses, so real processes cannot listen on them"
+      return
+    fi
+  done
+  LOCAL_ROUTE=1
+  # The cluster's own address, where the API server listens: on a host bridge that real nodes
+  # can join. Without one (no CAP_NET_ADMIN) the cluster lives on 127.0.0.1 and has no real nodes.
+  HOST_IP=$SLOT_PREFIX.$((SLOT_THIRD + 49)).1
+  host_network_up || HOST_IP=127.0.0.1
 }
 
 remove_local_route() {
   if [[ ${LOCAL_ROUTE:-0} == 1 ]]; then
-    ip route del local "$SLOT_CIDR" dev lo 2>/dev/null || true
+    local cidr
+    for cidr in "${LOCAL_CIDRS[@]}"; do ip route del local "$cidr" dev lo 2>/dev/null || true; done
   fi
+  [[ -z ${SLOT_RECORD:-} ]] || rm -f "$SLOT_RECORD"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +232,7 @@ gen_pki() {
   gen_cert apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$KUBERNETES_SERVICE_IP"
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$HOST_IP,IP:$KUBERNETES_SERVICE_IP"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -212,7 +253,7 @@ kind: Config
 clusters:
 - name: edgefleet-local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$HOST_IP:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
 users:
 - name: $user
@@ -253,7 +294,7 @@ wait_until() {
 
 api_get() {
   curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$APISERVER_PORT$1"
+    "https://$HOST_IP:$APISERVER_PORT$1"
 }
 
 kctl() { kubectl --kubeconfig "$DIR/kubeconfig" "$@"; }
@@ -300,11 +341,26 @@ write_stages() {
 # ---------------------------------------------------------------------------------------------
 # Nodes
 
+is_real_zone() {
+  local zone
+  for zone in "${REAL_ZONES[@]}"; do [[ $zone == "$1" ]] && return 0; done
+  return 1
+}
+
+# The zones of the simulated topology, one per line.
+all_zones() {
+  local region suffix
+  for region in "${REGIONS[@]}"; do
+    for suffix in "${ZONE_SUFFIXES[@]}"; do echo "$region-$suffix"; done
+  done
+}
+
 node_manifests() {
   local region suffix zone n name i=0
   for region in "${REGIONS[@]}"; do
     for suffix in "${ZONE_SUFFIXES[@]}"; do
       zone=$region-$suffix
+      is_real_zone "$zone" && continue
       for ((n = 0; n < NODES_PER_ZONE; n++)); do
         name=kwok-$zone-$n
         i=$((i + 1))
@@ -343,7 +399,8 @@ EOF
 # before the pool exists can each create one and get the same IP. One pod handled alone first
 # creates the pool; deleting it gives its IP back.
 warm_up_pod_ip_pool() {
-  local first_node=kwok-${REGIONS[0]}-${ZONE_SUFFIXES[0]}-0
+  local first_node
+  first_node=$(kctl get nodes -l edgefleet.io/simulated=true -o jsonpath='{.items[0].metadata.name}')
   kctl create -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
@@ -380,6 +437,44 @@ CONTROLLERS=(
   # nodes that send no heartbeats), and everything about volumes, clouds and node IPAM.
 )
 
+# The scheduler's client limits are well above the defaults (50 QPS): with thousands of
+# simulated pods the scheduler, not what is under test, would set the pace. With real nodes it
+# also prefers them for every pod that may run there (an added node affinity, weighted above the
+# spreading and resource scores), so a pod lands on a simulated node, which runs nothing but the
+# edges the pod runner starts, only where no real node fits: the operator's pod, an origin, any
+# workload a test or an example adds runs for real.
+write_scheduler_config() {
+  cat >"$DIR/scheduler.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $DIR/scheduler.kubeconfig
+  qps: 500
+  burst: 1000
+leaderElection:
+  leaderElect: false
+EOF
+  ((${#REAL_ZONES[@]} > 0)) || return 0
+  cat >>"$DIR/scheduler.yaml" <<EOF
+profiles:
+- schedulerName: default-scheduler
+  plugins:
+    score:
+      enabled:
+      - name: NodeAffinity
+        weight: 10
+  pluginConfig:
+  - name: NodeAffinity
+    args:
+      addedAffinity:
+        preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          preference:
+            matchExpressions:
+            - {key: $REAL_NODE_LABEL, operator: In, values: ["true"]}
+EOF
+}
+
 cmd_up() {
   [[ -z ${WATCH_PID:-} ]] || kill -0 "$WATCH_PID" 2>/dev/null || die "--watch-pid $WATCH_PID is not running"
   mkdir -p "$DIR/logs"
@@ -387,7 +482,7 @@ cmd_up() {
   if [[ -f $DIR/pid ]] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null; then
     die "a cluster is already running in $DIR (pid $(cat "$DIR/pid")); use: $0 down --dir $DIR"
   fi
-  rm -f "$DIR/ready" "$DIR/kubeconfig" "$DIR/env"
+  rm -f "$DIR/ready" "$DIR/kubeconfig" "$DIR/env" "$DIR/real-nodes"
   echo $$ >"$DIR/pid"
   trap teardown EXIT
   trap 'STOPPING=1; exit 130' INT
@@ -403,10 +498,15 @@ cmd_up() {
 
   PKI=$DIR/pki
   rm -rf "$PKI" "$DIR/etcd-data"
+  if ((${#REAL_ZONES[@]} > 0)); then real_nodes_preflight; fi
   claim_address_slot
-  NODE_COUNT=$((${#REGIONS[@]} * ${#ZONE_SUFFIXES[@]} * NODES_PER_ZONE))
+  if ((${#REAL_ZONES[@]} > 0)) && [[ $HOST_IP == 127.0.0.1 ]]; then
+    die "real nodes need a host bridge for their links, and none could be made"
+  fi
+  NODE_COUNT=$((($(all_zones | wc -l) - ${#REAL_ZONES[@]}) * NODES_PER_ZONE))
 
   gen_pki
+  if ((${#REAL_ZONES[@]} > 0)); then real_nodes_pki; fi
   write_stages
 
   local etcd_port etcd_peer_port
@@ -425,11 +525,22 @@ cmd_up() {
   wait_until etcd etcd -- curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
   # TaintNodesByCondition would taint every new node not-ready until the node-lifecycle
-  # controller lifts it, and that controller is left out (see CONTROLLERS).
-  log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  # controller lifts it, and that controller is left out (see CONTROLLERS). On a host address
+  # the API server keeps the `kubernetes` Service's endpoints itself, so pods on real nodes reach
+  # it through its ClusterIP; the apiserver refuses a loopback address in endpoints.
+  local apiserver_extra=(--endpoint-reconciler-type=none)
+  [[ $HOST_IP == 127.0.0.1 ]] || apiserver_extra=(--endpoint-reconciler-type=lease)
+  if ((${#REAL_ZONES[@]} > 0)); then
+    # Logs, exec and port-forward reach a kubelet at its node's address (node names resolve
+    # nowhere), with a client certificate the kubelet's x509 authentication accepts.
+    apiserver_extra+=(--kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+      --kubelet-preferred-address-types=InternalIP)
+  fi
+  log "starting kube-apiserver on https://$HOST_IP:$APISERVER_PORT"
   start_component kube-apiserver kube-apiserver \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --bind-address="$HOST_IP" --advertise-address="$HOST_IP" --secure-port="$APISERVER_PORT" \
     --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
@@ -440,7 +551,7 @@ cmd_up() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
-    --endpoint-reconciler-type=none \
+    "${apiserver_extra[@]}" \
     --allow-privileged=true \
     --profiling=false \
     --v=1
@@ -472,11 +583,9 @@ cmd_up() {
     --root-ca-file="$PKI/ca.crt" \
     --cluster-cidr="$POD_CIDR" --service-cluster-ip-range="$SERVICE_CIDR" \
     --v=1
+  write_scheduler_config
   start_component kube-scheduler kube-scheduler \
-    --kubeconfig="$DIR/scheduler.kubeconfig" \
-    --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
-    --kube-api-qps=500 --kube-api-burst=1000 \
-    --v=1
+    --config="$DIR/scheduler.yaml" --bind-address=127.0.0.1 --secure-port=0 --v=1
   local stage kwok_configs=()
   for stage in "$DIR"/stages/*.yaml; do kwok_configs+=("--config=$stage"); done
   start_component kwok kwok \
@@ -493,12 +602,26 @@ cmd_up() {
     printf 'export EDGEFLEET_POD_CIDR=%q\n' "$POD_CIDR"
     printf 'export EDGEFLEET_SERVICE_CIDR=%q\n' "$SERVICE_CIDR"
     printf 'export EDGEFLEET_EXTERNAL_PODS=%q\n' "$EXTERNAL_PODS"
+    printf 'export EDGEFLEET_HOST_IP=%q\n' "$HOST_IP"
+    printf 'export EDGEFLEET_REAL_NODES=%q\n' "$(IFS=,; echo "${REAL_ZONES[*]/#/$REAL_NODE_PREFIX}")"
   } >"$DIR/env"
 
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
   wait_until "$NODE_COUNT Ready nodes" "${all[@]}" -- nodes_ready
   wait_until "the default ServiceAccount" "${all[@]}" -- kctl get serviceaccount default -n default
   warm_up_pod_ip_pool "${all[@]}"
+
+  if ((${#REAL_ZONES[@]} > 0)); then
+    start_cluster_dns
+    all+=(coredns)
+    local i zone
+    for ((i = 0; i < ${#REAL_ZONES[@]}; i++)); do start_real_node "$i" "${REAL_ZONES[i]}"; done
+    all+=("${REAL_NODE_COMPONENTS[@]}")
+    for zone in "${REAL_ZONES[@]}"; do
+      wait_until "real node $(real_node_name "$zone") Ready" "${all[@]}" -- \
+        real_node_ready "$(real_node_name "$zone")"
+    done
+  fi
 
   touch "$DIR/ready"
   log "ready in $((SECONDS - started))s: export KUBECONFIG=$DIR/kubeconfig (or: source $DIR/env)"
@@ -532,7 +655,8 @@ main() {
   local cmd=${1:-}
   [[ -n $cmd ]] || usage
   shift
-  DIR="" WATCH_PID="" TIMEOUT=180 REMOVE_DIR=0 STOPPING=0 EXTERNAL_PODS=""
+  DIR="" WATCH_PID="" TIMEOUT=180 REMOVE_DIR=0 STOPPING=0 EXTERNAL_PODS="" IMAGES_DIR=""
+  REAL_ZONES=() REAL_NODE_COMPONENTS=()
   while (($#)); do
     case $1 in
       --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
@@ -540,6 +664,8 @@ main() {
       --timeout) TIMEOUT=${2:?--timeout needs a value}; shift 2 ;;
       --remove-dir) REMOVE_DIR=1; shift ;;
       --external-pods) EXTERNAL_PODS=${2:?--external-pods needs KEY=VALUE}; shift 2 ;;
+      --real-nodes) IFS=, read -r -a REAL_ZONES <<<"${2:?--real-nodes needs ZONE[,ZONE...]}"; shift 2 ;;
+      --images) IMAGES_DIR=${2:?--images needs a directory}; shift 2 ;;
       -h | --help) usage ;;
       *) die "unknown argument $1" ;;
     esac
@@ -548,6 +674,11 @@ main() {
   if [[ -n $EXTERNAL_PODS && ! $EXTERNAL_PODS =~ ^[A-Za-z0-9./_-]+=[A-Za-z0-9._-]+$ ]]; then
     die "--external-pods takes one label as KEY=VALUE, not '$EXTERNAL_PODS'"
   fi
+  local zone
+  for zone in "${REAL_ZONES[@]}"; do
+    all_zones | grep -qx "$zone" || die "--real-nodes: unknown zone '$zone' (zones: $(all_zones | tr '\n' ' '))"
+  done
+  ((${#REAL_ZONES[@]} <= MAX_REAL_NODES)) || die "--real-nodes: at most $MAX_REAL_NODES"
   case $cmd in
     up) cmd_up ;;
     down) cmd_down ;;

@@ -268,10 +268,15 @@ build_kwok() {
 }
 
 # runc's container setup (nsenter) is C, and seccomp filters come from libseccomp: the one tool
-# built with cgo (Debian: gcc, libseccomp-dev, pkg-config).
+# built with cgo. Its Debian build dependencies are installed when missing (as root).
 build_runc() {
-  command -v pkg-config >/dev/null && pkg-config --exists libseccomp ||
-    die "runc needs libseccomp's headers: apt-get install -y libseccomp-dev pkg-config gcc"
+  if ! { command -v gcc && command -v pkg-config && pkg-config --exists libseccomp; } >/dev/null; then
+    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null ||
+      die "runc needs gcc and libseccomp's headers: apt-get install -y gcc libseccomp-dev pkg-config"
+    log "installing runc's build dependencies: apt-get install gcc libseccomp-dev pkg-config"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libseccomp-dev pkg-config; } >&2 ||
+      die "could not install gcc libseccomp-dev pkg-config"
+  fi
   CGO_ENABLED=1 GOFLAGS="$GOFLAGS -tags=seccomp" build_simple runc github.com/opencontainers/runc \
     "-X main.version=${RUNC_VERSION#v}"
 }
