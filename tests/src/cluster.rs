@@ -1,7 +1,8 @@
 //! One local Kubernetes control plane per test process.
 //!
 //! The first test that asks for it starts `cluster/cluster.sh up` (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler, kwok with simulated nodes in 3 regions x 2 zones),
+//! kube-controller-manager, kube-scheduler, kwok with simulated nodes in 3 regions x 2 zones,
+//! and, for [`Cluster::with_real_nodes`], a real node: containerd, kubelet, kube-proxy),
 //! watching this process's pid so the control plane stops when the test binary exits, however
 //! it exits. With `EDGEFLEET_KUBECONFIG` set, an existing cluster is used instead. Tests isolate
 //! themselves with [`Cluster::fresh_namespace`].
@@ -19,6 +20,7 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, IoContext, Result};
+use crate::images::Images;
 use crate::process::{CommandOutput, log_tail, run};
 use crate::tools::{scripts_dir, tool};
 use crate::wait::wait_for;
@@ -35,12 +37,23 @@ pub const EXTERNAL_PODS_LABEL: (&str, &str) = ("app.kubernetes.io/name", "edgefl
 /// Label put on every namespace the tests create.
 pub const TEST_NAMESPACE_LABEL: &str = "edgefleet.io/e2e";
 
+/// Label (value `"true"`) of the simulated nodes; the pod runner plays the kubelet for them only.
+pub const SIMULATED_NODE_LABEL: &str = "edgefleet.io/simulated";
+
+/// Label (value `"true"`) each real node's kubelet registers its node with.
+pub const REAL_NODE_LABEL: &str = "edgefleet.io/real-node";
+
+/// The zones where a real node stands in for the simulated ones in [`Cluster::with_real_nodes`]:
+/// `eu-west` has a real zone (`a`) and a simulated one (`b`), so one region shows both.
+pub const REAL_NODE_ZONES: &[&str] = &["eu-west-a"];
+
 /// How long `cluster.sh` may take once the tools are built (it enforces this itself; the
 /// harness waits a little longer so the script's own, clearer error wins).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 
 static SHARED: OnceCell<Cluster> = OnceCell::const_new();
 static SIMULATED: OnceCell<Cluster> = OnceCell::const_new();
+static WITH_REAL_NODES: OnceCell<Cluster> = OnceCell::const_new();
 static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A running control plane and the tools to drive it.
@@ -51,13 +64,27 @@ pub struct Cluster {
     helm: PathBuf,
     /// The directory of the control plane this process started; `None` when reusing one.
     dir: Option<PathBuf>,
+    /// The real nodes, as `cluster.sh` describes them in `DIR/real-nodes`.
+    real_nodes: Vec<RealNode>,
+}
+
+/// A real node of the cluster: kubelet, containerd and kube-proxy in a network namespace.
+#[derive(Debug, Clone)]
+pub struct RealNode {
+    /// The Node's name (`real-<zone>`).
+    pub name: String,
+    pub zone: String,
+    /// The network namespace (under `/run/netns`) its processes and pods' traffic start from.
+    pub netns: String,
+    /// Its containerd's socket (for `ctr`).
+    pub containerd: PathBuf,
 }
 
 impl Cluster {
     /// The control plane shared by every test in this process, started on first use.
     pub async fn shared() -> Result<&'static Cluster> {
         SHARED
-            .get_or_try_init(|| Self::start_or_reuse(Some(EXTERNAL_PODS_LABEL)))
+            .get_or_try_init(|| Self::start_or_reuse(Some(EXTERNAL_PODS_LABEL), None))
             .await
     }
 
@@ -65,10 +92,24 @@ impl Cluster {
     /// marks it Ready (no `--external-pods`): for load that no real process could carry, such as
     /// the operator scale benchmark. Started on first use, separate from [`Cluster::shared`].
     pub async fn simulated() -> Result<&'static Cluster> {
-        SIMULATED.get_or_try_init(|| Self::start_or_reuse(None)).await
+        SIMULATED
+            .get_or_try_init(|| Self::start_or_reuse(None, None))
+            .await
     }
 
-    async fn start_or_reuse(external_pods: Option<(&str, &str)>) -> Result<Cluster> {
+    /// A control plane of this process like [`Cluster::shared`], where a real node takes the
+    /// place of the simulated nodes of each of [`REAL_NODE_ZONES`], with the images of
+    /// [`Images::built`] in its containerd. Started on first use, separate from the others.
+    pub async fn with_real_nodes() -> Result<&'static Cluster> {
+        WITH_REAL_NODES
+            .get_or_try_init(|| async {
+                let images = Images::built().await?;
+                Self::start_or_reuse(Some(EXTERNAL_PODS_LABEL), Some(&images.dir)).await
+            })
+            .await
+    }
+
+    async fn start_or_reuse(external_pods: Option<(&str, &str)>, images: Option<&Path>) -> Result<Cluster> {
         let kubectl = tool("kubectl").await?;
         let helm = tool("helm").await?;
         if let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV) {
@@ -77,15 +118,56 @@ impl Cluster {
                 kubectl,
                 helm,
                 dir: None,
+                real_nodes: Vec::new(),
             });
         }
-        let dir = start_control_plane(external_pods).await?;
+        let dir = start_control_plane(external_pods, images).await?;
         Ok(Cluster {
             kubeconfig: dir.join("kubeconfig"),
             kubectl,
             helm,
+            real_nodes: read_real_nodes(&dir)?,
             dir: Some(dir),
         })
+    }
+
+    /// The address the API server listens on, where the cluster's nodes reach this host (a
+    /// server for pods on real nodes, such as a test origin, listens there).
+    pub fn host_ip(&self) -> Result<std::net::IpAddr> {
+        let invalid = |reason: String| Error::Invalid {
+            what: format!("server of kubeconfig {}", self.kubeconfig.display()),
+            reason,
+        };
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
+            path: self.kubeconfig.clone(),
+            source,
+        })?;
+        let server = kubeconfig
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref()?.server.clone())
+            .ok_or_else(|| invalid("none".to_owned()))?;
+        let url = reqwest::Url::parse(&server).map_err(|e| invalid(format!("{server}: {e}")))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| invalid(format!("{server}: no host")))?;
+        host.trim_matches(['[', ']'])
+            .parse()
+            .map_err(|e| invalid(format!("{server}: {e}")))
+    }
+
+    /// The cluster's DNS server (CoreDNS, answering for `cluster.local`), which a cluster with
+    /// real nodes runs on its host address; `None` without real nodes.
+    pub fn cluster_dns(&self) -> Result<Option<std::net::IpAddr>> {
+        if self.real_nodes.is_empty() {
+            return Ok(None);
+        }
+        self.host_ip().map(Some)
+    }
+
+    /// The cluster's real nodes (none unless it was started by [`Cluster::with_real_nodes`]).
+    pub fn real_nodes(&self) -> &[RealNode] {
+        &self.real_nodes
     }
 
     /// The admin kubeconfig.
@@ -183,9 +265,34 @@ fn namespace_name(prefix: &str, pid: u32, n: u32) -> String {
     format!("{clean}-{pid}-{n}")
 }
 
+/// The real nodes `cluster.sh` listed in `DIR/real-nodes` (`name zone netns containerd-socket`
+/// lines; no file: none).
+fn read_real_nodes(dir: &Path) -> Result<Vec<RealNode>> {
+    let path = dir.join("real-nodes");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, zone, netns, containerd] => Ok(RealNode {
+                name: name.to_owned(),
+                zone: zone.to_owned(),
+                netns: netns.to_owned(),
+                containerd: PathBuf::from(containerd),
+            }),
+            _ => Err(Error::Invalid {
+                what: format!("line {line:?} of {}", path.display()),
+                reason: "expected: name zone netns containerd-socket".to_owned(),
+            }),
+        })
+        .collect()
+}
+
 /// Starts `cluster.sh up` in a fresh directory and waits until it reports ready. Pods labelled
-/// `external_pods` are left to a real process; without it kwok runs every pod.
-async fn start_control_plane(external_pods: Option<(&str, &str)>) -> Result<PathBuf> {
+/// `external_pods` are left to a real process; without it kwok runs every pod. With `images`
+/// (a directory of image tarballs), real nodes take [`REAL_NODE_ZONES`].
+async fn start_control_plane(external_pods: Option<(&str, &str)>, images: Option<&Path>) -> Result<PathBuf> {
     // Build (or find) every tool first: a cold build takes minutes and must not eat into the
     // start-up deadline. tools.sh prints its progress on our stderr.
     let mut tools = Command::new(scripts_dir().join("tools.sh"));
@@ -228,6 +335,13 @@ async fn start_control_plane(external_pods: Option<(&str, &str)>) -> Result<Path
         .arg(STARTUP_TIMEOUT.as_secs().to_string());
     if let Some((key, value)) = external_pods {
         command.arg("--external-pods").arg(format!("{key}={value}"));
+    }
+    if let Some(images) = images {
+        command
+            .arg("--real-nodes")
+            .arg(REAL_NODE_ZONES.join(","))
+            .arg("--images")
+            .arg(images);
     }
     if std::env::var_os(KEEP_DIR_ENV).is_none() {
         command.arg("--remove-dir");

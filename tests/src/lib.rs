@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod boto3;
 pub mod cluster;
 pub mod error;
+pub mod images;
 pub mod operator;
 pub mod pods;
 pub mod process;
@@ -14,6 +15,7 @@ pub mod resources;
 pub mod s3;
 pub mod setup;
 pub mod tools;
+pub mod traffic;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -1,8 +1,10 @@
 //! The chart installed with the real `helm`, and the operator run as the chart's ServiceAccount.
 //!
-//! The operator runs as a local process (the simulated nodes run no containers), but it talks to
-//! the API with a token of the ServiceAccount the chart created, so it has exactly the chart's
-//! RBAC: a missing permission fails the tests as it would fail in a real cluster.
+//! On a cluster with real nodes the chart's own Deployment runs the operator as a pod from the
+//! built image ([`install_chart_with_operator`]). Otherwise the operator runs as a local process
+//! (the simulated nodes run no containers), but it talks to the API with a token of the
+//! ServiceAccount the chart created, so it has exactly the chart's RBAC: a missing permission
+//! fails the tests as it would fail in a real cluster.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,20 +54,38 @@ pub async fn install_chart(
     namespace: &str,
     set: &[&str],
 ) -> Result<Release> {
+    let mut values = vec!["replicaCount=0"];
+    values.extend(set);
+    helm_install(cluster, release, namespace, &values, &[]).await
+}
+
+/// `helm install`s the chart as `release` into `namespace` with its Deployment running the
+/// operator, and waits (`helm --wait`) until it is Ready. On the cluster with real nodes the
+/// scheduler places it on one (the built images are already there, so the chart's default image
+/// references are the ones used).
+pub async fn install_chart_with_operator(
+    cluster: &Cluster,
+    release: &str,
+    namespace: &str,
+    set: &[&str],
+) -> Result<Release> {
+    helm_install(cluster, release, namespace, set, &["--wait", "--timeout", "180s"]).await
+}
+
+async fn helm_install(
+    cluster: &Cluster,
+    release: &str,
+    namespace: &str,
+    values: &[&str],
+    flags: &[&str],
+) -> Result<Release> {
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let mut args = vec![
-        "install",
-        release,
-        &*chart,
-        "--namespace",
-        namespace,
-        "--set",
-        "replicaCount=0",
-    ];
-    for value in set {
+    let mut args = vec!["install", release, &*chart, "--namespace", namespace];
+    for value in values {
         args.extend(["--set", value]);
     }
+    args.extend(flags);
     cluster.helm(&args).await?.ok()?;
     Ok(Release {
         name: release.to_owned(),

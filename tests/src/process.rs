@@ -124,15 +124,35 @@ pub fn free_port() -> Result<u16> {
 /// through `setpriv --pdeathsig` where it is installed: a test stopped without running destructors
 /// (a signal, a timeout) then leaves no process behind.
 pub fn command_dying_with_parent(program: &Path) -> Command {
+    let mut argv = dying_with_parent(program).into_iter();
+    let mut command = Command::new(argv.next().unwrap_or_else(|| program.as_os_str().to_owned()));
+    command.args(argv);
+    command
+}
+
+/// Like [`command_dying_with_parent`], with `resolv_conf` in place of `/etc/resolv.conf` for the
+/// program, as a container has its own: it runs in a mount namespace of its own where that file
+/// is bind-mounted over the host's (`unshare`, which needs CAP_SYS_ADMIN).
+pub fn command_dying_with_parent_resolving(program: &Path, resolv_conf: &Path) -> Command {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(resolv_conf)
+        .args(dying_with_parent(program));
+    command
+}
+
+/// `setpriv --pdeathsig SIGKILL -- program` where `setpriv` is installed, else `program`.
+fn dying_with_parent(program: &Path) -> Vec<std::ffi::OsString> {
     static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    match SETPRIV.get_or_init(|| find_in_path("setpriv")) {
-        Some(setpriv) => {
-            let mut command = Command::new(setpriv);
-            command.args(["--pdeathsig", "SIGKILL", "--"]).arg(program);
-            command
-        }
-        None => Command::new(program),
+    let mut argv = Vec::new();
+    if let Some(setpriv) = SETPRIV.get_or_init(|| find_in_path("setpriv")) {
+        argv.push(setpriv.clone().into_os_string());
+        argv.extend(["--pdeathsig", "SIGKILL", "--"].map(Into::into));
     }
+    argv.push(program.as_os_str().to_owned());
+    argv
 }
 
 /// The first `program` on `PATH`.

@@ -1,6 +1,8 @@
 //! A real S3-compatible store for tests: Versity S3 Gateway (Apache-2.0) with its POSIX backend,
-//! listening on 127.0.0.1 with fixed credentials, so SigV4 is enforced on every request.
+//! listening on 127.0.0.1 (or the address given) with fixed credentials, so SigV4 is enforced on
+//! every request.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,18 +32,25 @@ const START_ATTEMPTS: usize = 3;
 pub struct S3Server {
     // Field order matters: the process dies before its data directory is removed.
     child: Child,
+    ip: IpAddr,
     port: u16,
     log: PathBuf,
     dir: TempDir,
 }
 
 impl S3Server {
-    /// Starts the store on a free port and waits until it accepts connections.
+    /// Starts the store on a free port of 127.0.0.1 and waits until it accepts connections.
     pub async fn start() -> Result<S3Server> {
+        Self::start_on(IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// Starts the store on a free port of `ip` (e.g. the cluster's host address, which edges on
+    /// real nodes reach) and waits until it accepts connections.
+    pub async fn start_on(ip: IpAddr) -> Result<S3Server> {
         let binary = tool("versitygw").await?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&binary).await {
+            match Self::start_once(&binary, ip).await {
                 Ok(server) => return Ok(server),
                 Err(error @ Error::ProcessExited { .. }) => last_error = Some(error),
                 Err(error) => return Err(error),
@@ -53,7 +62,7 @@ impl S3Server {
         }))
     }
 
-    async fn start_once(binary: &Path) -> Result<S3Server> {
+    async fn start_once(binary: &Path, ip: IpAddr) -> Result<S3Server> {
         let dir = tempfile::Builder::new()
             .prefix("edgefleet-s3-")
             .tempdir()
@@ -70,7 +79,7 @@ impl S3Server {
         let mut command = Command::new(binary);
         command
             .arg("--port")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(std::net::SocketAddr::new(ip, port).to_string())
             .arg("--region")
             .arg(REGION)
             .arg("posix")
@@ -86,6 +95,7 @@ impl S3Server {
             .context(|| format!("cannot start {}", binary.display()))?;
         let mut server = S3Server {
             child,
+            ip,
             port,
             log,
             dir,
@@ -95,7 +105,7 @@ impl S3Server {
     }
 
     async fn wait_until_listening(&mut self) -> Result<()> {
-        let address = format!("127.0.0.1:{}", self.port);
+        let address = std::net::SocketAddr::new(self.ip, self.port);
         let (child, log) = (&mut self.child, &self.log);
         wait_for("the S3 store to listen", STARTUP_TIMEOUT, || {
             let exited = match child.try_wait() {
@@ -111,7 +121,6 @@ impl S3Server {
                     source,
                 }),
             };
-            let address = address.clone();
             async move {
                 exited?;
                 Ok(TcpStream::connect(&address).await.ok().map(drop))
@@ -120,9 +129,9 @@ impl S3Server {
         .await
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<ip>:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", std::net::SocketAddr::new(self.ip, self.port))
     }
 
     pub fn port(&self) -> u16 {

@@ -1,7 +1,8 @@
-//! One operator test's world on the shared cluster: its own namespace and chart release (so the
-//! operators it starts are limited to that namespace and their request counters are its own), a
-//! kubeconfig of the chart's ServiceAccount, and, when the test needs edges, a pod runner that
-//! runs the real edge binary for the pods scheduled there.
+//! One operator test's world: its own namespace and chart release (so the operators it starts
+//! are limited to that namespace and their request counters are its own), a kubeconfig of the
+//! chart's ServiceAccount, and, when the test needs edges, a pod runner that runs the real edge
+//! binary for the pods scheduled on simulated nodes. On the cluster with real nodes
+//! ([`Setup::with_operator_pod`]) the chart's own Deployment runs the operator there.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,10 @@ use tempfile::TempDir;
 use crate::binaries::workspace_binary;
 use crate::cluster::Cluster;
 use crate::error::{IoContext, Result};
-use crate::operator::{Operator, Release, install_chart, service_account_kubeconfig};
+use crate::images::Images;
+use crate::operator::{
+    Operator, Release, install_chart, install_chart_with_operator, service_account_kubeconfig,
+};
 use crate::pods::{PodRunner, PodRunnerConfig};
 use crate::process::CommandOutput;
 use crate::wait::wait_for;
@@ -38,15 +42,43 @@ impl Setup {
     /// A fresh namespace named after `prefix` with the chart installed with `chart_values`
     /// (`{ns}` stands for the namespace) and, with `edges`, a pod runner for it.
     pub async fn start(prefix: &str, chart_values: &[&str], edges: bool) -> Result<Setup> {
-        let cluster = Cluster::shared().await?;
+        Self::start_on(Cluster::shared().await?, prefix, chart_values, edges, false).await
+    }
+
+    /// Like [`Setup::start`] with edges, on the cluster with real nodes, where the chart's
+    /// Deployment runs the operator (limited to the namespace) as a pod on a real node; the
+    /// edges the kubelet runs there are real containers, the others the pod runner's.
+    pub async fn with_operator_pod(prefix: &str, chart_values: &[&str]) -> Result<Setup> {
+        let mut values = vec!["watchNamespace={ns}"];
+        values.extend(chart_values);
+        Self::start_on(Cluster::with_real_nodes().await?, prefix, &values, true, true).await
+    }
+
+    async fn start_on(
+        cluster: &'static Cluster,
+        prefix: &str,
+        chart_values: &[&str],
+        edges: bool,
+        operator_pod: bool,
+    ) -> Result<Setup> {
         let ns = cluster.fresh_namespace(prefix).await?;
         let values: Vec<String> = chart_values.iter().map(|v| v.replace("{ns}", &ns)).collect();
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
-        let release = install_chart(cluster, &format!("op-{ns}"), &ns, &values).await?;
+        let release_name = format!("op-{ns}");
+        let release = if operator_pod {
+            install_chart_with_operator(cluster, &release_name, &ns, &values).await?
+        } else {
+            install_chart(cluster, &release_name, &ns, &values).await?
+        };
         let work = tempfile::tempdir().context(|| "cannot create the operators' directory".to_owned())?;
         let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
         let runner = if edges {
-            let edge = workspace_binary("edgefleet-edge")?;
+            // On real nodes the edges run the image's release build; simulated ones run the same.
+            let edge = if operator_pod {
+                Images::built().await?.binary("edgefleet-edge")
+            } else {
+                workspace_binary("edgefleet-edge")?
+            };
             let config = PodRunnerConfig::in_namespace(&ns).image(EDGE_IMAGE, edge);
             Some(PodRunner::start(cluster, config).await?)
         } else {

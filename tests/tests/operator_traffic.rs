@@ -8,26 +8,20 @@
 //! to that namespace with `--watch-namespace`) and pod runner (the edges are real processes).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::operator::Operator;
 use edgefleet_e2e::resources::{CREATE_S3_CREDENTIALS, s3_distribution};
 use edgefleet_e2e::setup::condition;
-use edgefleet_e2e::{Error, answer, wait_for};
+use edgefleet_e2e::traffic::{self, Answer, Edge, Origin};
+use edgefleet_e2e::{Error, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
-use tokio::task::{JoinHandle, JoinSet};
 
 /// Long enough for real edge processes to start on a loaded 2-core machine.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -139,64 +133,27 @@ impl Setup {
 
     /// GETs `path` from an edge's data port; returns the status, `X-Cache` and
     /// `X-Edge-Location`.
-    async fn get(&self, edge: &Edge, path: &str) -> (u16, String, String) {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", edge.data))
-            .header("host", HOST)
-            .send()
+    async fn get(&self, edge: &Edge, path: &str) -> Answer {
+        traffic::get(&self.http, edge, HOST, path)
             .await
-            .unwrap_or_else(|e| panic!("GET {path} from {}: {e}", edge.name));
-        let header = |name: &str| answer::header(&response, name);
-        let answer = (
-            response.status().as_u16(),
-            header("x-cache"),
-            header("x-edge-location"),
-        );
-        // Read the body, so a Miss's fill has been streamed to the end.
-        response.bytes().await.expect("response body");
-        answer
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The fleet's admin token, from the Secret the operator renders for the edges.
     async fn admin_token(&self, distribution: &str) -> String {
-        let secret = self
-            .api::<Secret>()
-            .get(&format!("{distribution}-edge"))
+        traffic::admin_token(&self.api::<Secret>(), distribution)
             .await
-            .expect("edge Secret");
-        let data = secret.data.expect("edge Secret data");
-        String::from_utf8(data["admin-token"].0.clone()).expect("UTF-8 token")
+            .expect("the edges' admin token")
     }
 
     /// What an edge reports on its admin API's `/status`.
     async fn status(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<Value> {
-        self.http
-            .get(format!("http://{}/status", edge.admin))
-            .bearer_auth(token)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| http_error(&edge.name, e))?
-            .json()
-            .await
-            .map_err(|e| http_error(&edge.name, e))
+        traffic::admin_json(&self.http, edge, token, "/status").await
     }
 
     /// The configuration generation an edge reports on its admin API.
     async fn config_generation(&self, edge: &Edge, token: &str) -> edgefleet_e2e::Result<u64> {
-        let status = self.status(edge, token).await?;
-        status["generation"].as_u64().ok_or_else(|| Error::Invalid {
-            what: format!("/status of {}", edge.name),
-            reason: format!("no generation in {status}"),
-        })
-    }
-}
-
-fn http_error(edge: &str, error: reqwest::Error) -> Error {
-    Error::Invalid {
-        what: format!("admin API of {edge}"),
-        reason: error.to_string(),
+        traffic::config_generation(&self.http, edge, token).await
     }
 }
 
@@ -206,41 +163,6 @@ fn or_logs<T>(result: edgefleet_e2e::Result<T>, operators: &[&Operator]) -> T {
         let logs: Vec<String> = operators.iter().map(|o| o.log()).collect();
         panic!("{e}\noperator log(s):\n{}", logs.join("\n-----\n"))
     })
-}
-
-/// A ready edge pod and where its ports are.
-#[derive(Debug, Clone)]
-struct Edge {
-    name: String,
-    uid: String,
-    data: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Edge {
-    fn if_ready(pod: &Pod) -> Option<Edge> {
-        let status = pod.status.as_ref()?;
-        let ready = status
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if !ready || pod.metadata.deletion_timestamp.is_some() {
-            return None;
-        }
-        let ip: std::net::IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
-        let ports = pod.spec.as_ref()?.containers.first()?.ports.as_ref()?;
-        let port = |name: &str| {
-            let port = ports.iter().find(|p| p.name.as_deref() == Some(name))?;
-            u16::try_from(port.container_port).ok()
-        };
-        Some(Edge {
-            name: pod.name_any(),
-            uid: pod.metadata.uid.clone()?,
-            data: SocketAddr::new(ip, port("http")?),
-            admin: SocketAddr::new(ip, port("admin")?),
-        })
-    }
 }
 
 /// A Distribution of `origin` (an HTTP URL) over `regions` (name, replicas).
@@ -263,89 +185,11 @@ fn http_distribution(name: &str, origin: &str, regions: &[(&str, i32)]) -> Value
     })
 }
 
-/// An HTTP/1.1 origin on 127.0.0.1 that answers every GET (or HEAD) with a small body naming
-/// the path, without Cache-Control (so the Distribution's default TTL applies), and counts the
-/// requests per path. Enough HTTP for an edge's pooled keep-alive connections: requests without
-/// bodies, one after the other. Stops (with its connections) when dropped.
-struct Origin {
-    address: SocketAddr,
-    requests: Arc<Mutex<BTreeMap<String, u32>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Origin {
-    async fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin binds");
-        let address = listener.local_addr().expect("origin address");
-        let requests = Arc::new(Mutex::new(BTreeMap::new()));
-        let counted = requests.clone();
-        let task = tokio::spawn(async move {
-            // Owned here, so aborting the task closes every connection too.
-            let mut connections = JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                connections.spawn(serve_origin(stream, counted.clone()));
-            }
-        });
-        Origin {
-            address,
-            requests,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    async fn requests(&self, path: &str) -> u32 {
-        self.requests.lock().await.get(path).copied().unwrap_or(0)
-    }
-}
-
-async fn serve_origin(mut stream: TcpStream, requests: Arc<Mutex<BTreeMap<String, u32>>>) {
-    let mut buffer = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0_u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-        buffer.drain(..head_end);
-        let mut request_line = head.split_whitespace();
-        let method = request_line.next().unwrap_or_default();
-        let path = request_line.next().unwrap_or_default().to_owned();
-        *requests.lock().await.entry(path.clone()).or_default() += 1;
-        let body = format!("object {path}\n");
-        let mut response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        if method != "HEAD" {
-            response.push_str(&body);
-        }
-        if stream.write_all(response.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn with_an_origin_shield_the_origin_sees_one_fetch_per_object() {
     let setup = Setup::start("shield", &[], true).await;
     let operator = setup.operator("shield-0", &[]).await;
-    let origin = Origin::start().await;
+    let origin = Origin::start().await.expect("origin starts");
     // Two edges per region, each with its own cache: the edges send each object to one edge of
     // the shield region, which they learn from the EndpointSlices of its Service.
     let regions = [("eu-west", 2), ("us-east", 2), ("ap-south", 2)];
@@ -444,7 +288,7 @@ async fn with_an_origin_shield_the_origin_sees_one_fetch_per_object() {
 async fn a_ttl_change_reaches_running_edges_without_a_restart() {
     let setup = Setup::start("ttl", &[], true).await;
     let operator = setup.operator("ttl-0", &[]).await;
-    let origin = Origin::start().await;
+    let origin = Origin::start().await.expect("origin starts");
     let mut manifest = http_distribution("cached", &origin.url(), &[("us-east", 2)]);
     manifest["spec"]["defaultBehavior"]["ttl"] =
         json!({"minSeconds": 0, "defaultSeconds": 600, "maxSeconds": 86400});
@@ -704,7 +548,7 @@ async fn only_the_leader_writes_and_a_follower_takes_over_when_it_dies() {
 async fn the_service_over_every_region_prefers_close_endpoints_by_zone() {
     let setup = Setup::start("zones", &[], true).await;
     let operator = setup.operator("zones-0", &[]).await;
-    let origin = Origin::start().await;
+    let origin = Origin::start().await.expect("origin starts");
     let regions = [("eu-west", 2), ("us-east", 1)];
     setup
         .kubectl_apply(&http_distribution("zoned", &origin.url(), &regions))

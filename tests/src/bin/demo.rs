@@ -1,6 +1,9 @@
-//! The main job: a local control plane with simulated regional nodes, the chart installed with
-//! `helm`, the operator running as the chart's ServiceAccount, a real S3 store holding a sample
-//! site, and `examples/distribution.yaml` (3 regions) serving it through real edge processes.
+//! The main job: a local control plane with a real node (containerd, kubelet, kube-proxy) in
+//! `eu-west-a` and simulated regional nodes elsewhere, the container images built here, the chart
+//! installed with `helm` (its Deployment runs the operator as a pod on the real node), a real S3
+//! store holding a sample site, and `examples/distribution.yaml` (3 regions) serving it: edges in
+//! `eu-west-a` are containers on the real node, the others real processes the pod runner starts
+//! for the simulated nodes.
 //!
 //! `cargo run -p edgefleet-e2e --bin demo` — stays up until Ctrl-C. `--once` stops after showing
 //! the first requests (used by the test that keeps this command working).
@@ -9,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use edgefleet_e2e::binaries::workspace_binary;
-use edgefleet_e2e::operator::{Operator, install_chart, service_account_kubeconfig};
+use edgefleet_e2e::cluster::REAL_NODE_ZONES;
+use edgefleet_e2e::images::Images;
+use edgefleet_e2e::operator::install_chart_with_operator;
 use edgefleet_e2e::pods::{PodRunner, PodRunnerConfig};
 use edgefleet_e2e::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use edgefleet_e2e::{Cluster, answer, wait_for};
@@ -28,32 +32,43 @@ fn repo(path: &str) -> PathBuf {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let once = std::env::args().any(|a| a == "--once");
-    step("starting the local control plane (first run: builds the pinned tools, ~10 min)");
-    let cluster = Cluster::shared().await?;
-    let work = tempfile::Builder::new().prefix("edgefleet-demo-").tempdir()?;
+    step("building the container images (first run: the pinned tools, ~20 min, then a release build)");
+    let images = Images::built().await?;
+    step(&format!(
+        "starting the local control plane, with a real node in {} (containerd, kubelet, kube-proxy)",
+        REAL_NODE_ZONES.join(", ")
+    ));
+    let cluster = Cluster::with_real_nodes().await?;
 
     step("starting the S3 store and uploading examples/site to bucket 'site'");
-    let s3 = S3Server::start().await?;
+    let s3 = S3Server::start_on(cluster.host_ip()?).await?;
     s3.create_bucket("site").await?;
     let site = repo("examples/site");
     s3.aws(&["s3", "cp", "--recursive", &site.to_string_lossy(), "s3://site/"])
         .await?
         .ok()?;
 
-    step("helm install edgefleet charts/edgefleet -n edgefleet-system");
+    step(
+        "helm install edgefleet charts/edgefleet -n edgefleet-system --wait (the operator runs as a pod on the real node)",
+    );
     cluster
         .kubectl(&["create", "namespace", "edgefleet-system"])
         .await?
         .ok()?;
-    let release = install_chart(cluster, "edgefleet", "edgefleet-system", &[]).await?;
-    let kubeconfig = service_account_kubeconfig(cluster, &release, work.path()).await?;
+    install_chart_with_operator(cluster, "edgefleet", "edgefleet-system", &[]).await?;
+    println!(
+        "{}",
+        cluster
+            .kubectl(&["-n", "edgefleet-system", "get", "deploy,pods", "-o", "wide"])
+            .await?
+            .ok()?
+            .stdout
+    );
 
-    step("running the operator as the chart's ServiceAccount, and the edge pods as real processes");
-    let operator = Operator::start(&kubeconfig, &release, "edgefleet-operator-0", work.path(), &[]).await?;
+    step("simulated nodes: the pod runner starts their edge pods as processes (the same release build)");
     let _runner = PodRunner::start(
         cluster,
-        PodRunnerConfig::all_namespaces()
-            .image("ghcr.io/edgefleet/edge", workspace_binary("edgefleet-edge")?),
+        PodRunnerConfig::all_namespaces().image("ghcr.io/edgefleet/edge", images.binary("edgefleet-edge")),
     )
     .await?;
 
@@ -99,7 +114,15 @@ async fn main() -> anyhow::Result<()> {
             let status = cluster
                 .kubectl(&["get", "dist", DISTRIBUTION, "-n", NAMESPACE, "-o", "yaml"])
                 .await?;
-            bail!("{error}\n{}\noperator log:\n{}", status.stdout, operator.log());
+            let log = cluster
+                .kubectl(&["-n", "edgefleet-system", "logs", "deploy/edgefleet", "--tail=100"])
+                .await?;
+            bail!(
+                "{error}\n{}\noperator log:\n{}{}",
+                status.stdout,
+                log.stdout,
+                log.stderr
+            );
         }
     };
     println!(
@@ -116,25 +139,35 @@ async fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
+    let real_nodes: Vec<&str> = cluster.real_nodes().iter().map(|n| n.name.as_str()).collect();
     let http = reqwest::Client::new();
     for region in &regions {
         let selector = format!("edgefleet.io/distribution={DISTRIBUTION},edgefleet.io/region={region}");
         let list = pods.list(&ListParams::default().labels(&selector)).await?;
-        let ips: Vec<String> = list
+        // (pod, node, ip, on a real node), real ones first: those are the ones asked.
+        let mut edges: Vec<(String, String, String, bool)> = list
             .items
             .iter()
-            .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                let real = real_nodes.contains(&node.as_str());
+                Some((p.metadata.name.clone()?, node, ip, real))
+            })
             .collect();
-        let Some(ip) = ips.first() else {
+        edges.sort_by_key(|(_, _, _, real)| !real);
+        let Some((_, _, ip, _)) = edges.first() else {
             bail!("region {region} has no edge pod with an IP")
         };
-        println!(
-            "\nregion {region}: edges at {}",
-            ips.iter()
-                .map(|ip| format!("http://{ip}:8080"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("\nregion {region}:");
+        for (pod, node, ip, real) in &edges {
+            let kind = if *real {
+                "real node: a containerd container"
+            } else {
+                "simulated node: a process"
+            };
+            println!("  edge {pod} on {node} ({kind}) at http://{ip}:8080");
+        }
         println!("  curl -si -H 'Host: {HOST}' http://{ip}:8080/");
         for attempt in 1..=2 {
             let response = http

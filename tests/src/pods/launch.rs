@@ -355,6 +355,15 @@ pub(crate) fn image_repository(image: &str) -> &str {
     }
 }
 
+/// The `/etc/resolv.conf` the kubelet gives a pod of `namespace` with `dnsPolicy: ClusterFirst`:
+/// the cluster's DNS server, and search domains that make `<service>` and
+/// `<service>.<namespace>` resolve.
+pub(crate) fn resolv_conf(namespace: &str, dns: std::net::IpAddr) -> String {
+    format!(
+        "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {dns}\noptions ndots:5\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

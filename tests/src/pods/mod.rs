@@ -1,12 +1,13 @@
 //! Real processes for pods on simulated nodes.
 //!
-//! The local cluster's nodes are KWOK's: nothing runs there. Pods carrying the cluster's
-//! external-pods label (`cluster.sh --external-pods`, [`crate::cluster::EXTERNAL_PODS_LABEL`]) get
-//! an IP from kwok (from a range `cluster.sh` routes to the loopback interface, so it is a local
-//! address a process can listen on) and are otherwise left alone. A
-//! [`PodRunner`] plays the kubelet for them:
+//! The local cluster's simulated nodes are KWOK's: nothing runs there. Pods on them carrying the
+//! cluster's external-pods label (`cluster.sh --external-pods`,
+//! [`crate::cluster::EXTERNAL_PODS_LABEL`]) get an IP from kwok (from a range `cluster.sh` routes
+//! to the loopback interface, so it is a local address a process can listen on) and are otherwise
+//! left alone. A [`PodRunner`] plays the kubelet for them (pods on the cluster's real nodes, if it
+//! has any, are the real kubelet's):
 //!
-//! - it watches those pods and, for each one bound to a node, starts one process per container
+//! - it watches those pods and, for each one bound to a simulated node, starts one process per container
 //!   from the pod's own spec: the local binary registered for the container's image (the image's
 //!   entrypoint), the spec's command (minus its first element, the entrypoint's path inside the
 //!   image) and args, and its environment (`value`, `$(VAR)` expansion, downward-API `fieldRef`
@@ -61,14 +62,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::ListParams;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client, Resource};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::cluster::{Cluster, EXTERNAL_PODS_LABEL, KEEP_DIR_ENV};
+use crate::cluster::{Cluster, EXTERNAL_PODS_LABEL, KEEP_DIR_ENV, SIMULATED_NODE_LABEL};
 use crate::error::{Error, IoContext, Result};
 use supervisor::{Shared, supervise};
 
@@ -155,6 +157,14 @@ impl PodRunner {
             Some(temp)
         };
 
+        // The simulated nodes are made once, when the cluster starts.
+        let simulated_nodes = Api::<Node>::all(client.clone())
+            .list_metadata(&ListParams::default().labels(&format!("{SIMULATED_NODE_LABEL}=true")))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|node| node.metadata.name)
+            .collect();
         let (config_maps, config_map_writer) = reflector::store();
         let (secrets, secret_writer) = reflector::store();
         let (changed_tx, sources_changed) = watch::channel(0_u64);
@@ -175,6 +185,8 @@ impl PodRunner {
             root: dir.clone(),
             http,
             api_server: api_server(cluster)?,
+            simulated_nodes,
+            cluster_dns: cluster.cluster_dns()?,
         });
 
         let config_map_events = reflector(
@@ -369,14 +381,19 @@ fn log_error(what: &str, event: watcher::Result<()>) {
     }
 }
 
-/// Hands the latest version of a pod to its supervisor, starting one for a newly bound pod.
+/// Hands the latest version of a pod to its supervisor, starting one for a pod newly bound to a
+/// simulated node.
 fn apply(
     shared: &Arc<Shared>,
     pods: &mut HashMap<String, watch::Sender<Pod>>,
     supervisors: &mut JoinSet<()>,
     pod: Pod,
 ) {
-    let bound = pod.spec.as_ref().is_some_and(|spec| spec.node_name.is_some());
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.node_name.as_ref())
+        .is_some_and(|node| shared.simulated_nodes.contains(node));
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };

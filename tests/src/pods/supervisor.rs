@@ -2,7 +2,8 @@
 //! per container, restart it when it exits, probe readiness, report status, and stop it when the
 //! pod goes away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// The API server's URL, for the processes' in-cluster access.
     pub(crate) api_server: String,
+    /// The nodes this runner plays the kubelet for (the rest are real).
+    pub(crate) simulated_nodes: HashSet<String>,
+    /// The cluster's DNS server, which the pods' processes resolve names with, if it has one.
+    pub(crate) cluster_dns: Option<IpAddr>,
 }
 
 /// The ConfigMaps and Secrets of one namespace, read from the runner's caches.
@@ -112,6 +117,8 @@ struct Run {
     restart_at: Option<Instant>,
     backoff: Duration,
     log: PathBuf,
+    /// The pod's `/etc/resolv.conf` (with the cluster's DNS), when the cluster has DNS.
+    resolv_conf: Option<PathBuf>,
 }
 
 /// Runs the pod whose latest version `pod` carries until the sender is dropped (the pod was
@@ -319,6 +326,19 @@ impl Supervisor {
             Err(message) => return blocked("CreateContainerConfigError", message),
         };
         let namespace = pod.namespace().unwrap_or_default();
+        let resolv_conf = match self.shared.cluster_dns {
+            Some(dns) => {
+                let path = self.dir.join("resolv.conf");
+                if let Err(error) = std::fs::write(&path, launch::resolv_conf(&namespace, dns)) {
+                    return blocked(
+                        "RunContainerError",
+                        format!("cannot write {}: {error}", path.display()),
+                    );
+                }
+                Some(path)
+            }
+            None => None,
+        };
         let allocatable = self.node_allocatable.clone().unwrap_or_default();
         let mut runs = Vec::new();
         for container in &spec.containers {
@@ -385,6 +405,7 @@ impl Supervisor {
                 restart_at: Some(Instant::now()),
                 backoff: Duration::from_secs(1),
                 log: self.dir.join("logs").join(format!("{}.log", container.name)),
+                resolv_conf: resolv_conf.clone(),
             });
         }
         self.runs = runs;
@@ -631,7 +652,10 @@ fn start(run: &mut Run, label: &str) {
             (Stdio::null(), Stdio::null())
         }
     };
-    let mut command = crate::process::command_dying_with_parent(&plan.program);
+    let mut command = match &run.resolv_conf {
+        Some(resolv_conf) => crate::process::command_dying_with_parent_resolving(&plan.program, resolv_conf),
+        None => crate::process::command_dying_with_parent(&plan.program),
+    };
     command
         .args(&plan.args)
         .env_clear()
