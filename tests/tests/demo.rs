@@ -1,5 +1,6 @@
 //! The README's first command keeps working: `cargo run -p edgefleet-e2e --bin demo` brings up
-//! everything and each region's edge answers a Miss, then a Hit, naming its region.
+//! everything, the operator runs as the chart's pod and eu-west's edges on the real node, and
+//! each region's edge answers a Miss, then a Hit, naming its region.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,6 +23,16 @@ async fn the_main_job_serves_every_region_from_cache_on_the_second_request() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let real_edge = "on real-eu-west-a (real node: a containerd container)";
+    assert!(stdout.contains(real_edge), "no edge on the real node:\n{stdout}");
+    let operator = stdout
+        .lines()
+        .find(|line| line.starts_with("pod/edgefleet-"))
+        .unwrap_or_else(|| panic!("no operator pod listed:\n{stdout}"));
+    assert!(
+        operator.contains(" 1/1 ") && operator.contains("Running") && operator.contains("real-eu-west-a"),
+        "the operator pod runs on the real node: {operator}"
+    );
     for region in ["eu-west", "us-east", "ap-south"] {
         let first = format!("request 1: 200 OK  X-Cache: Miss from edgefleet  X-Edge-Location: {region}");
         let second = format!("request 2: 200 OK  X-Cache: Hit from edgefleet  X-Edge-Location: {region}");

@@ -177,13 +177,20 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("request to the {region} edge"))?;
             let header = |name: &str| answer::header(&response, name);
-            println!(
+            let line = format!(
                 "  request {attempt}: {}  X-Cache: {}  X-Edge-Location: {}  Age: {}",
                 response.status(),
                 header("x-cache"),
                 header("x-edge-location"),
                 header("age")
             );
+            // The whole body, as curl reads it: the next request then finds the fill finished
+            // (asked while it streams, it would join the fill and be a Miss too).
+            response
+                .bytes()
+                .await
+                .with_context(|| format!("the body from the {region} edge"))?;
+            println!("{line}");
         }
     }
 
