@@ -1,13 +1,15 @@
 //! Edge pods as the pod cache keeps them: what [`super::diagnosis`] reads, nothing else.
 //!
 //! A thousand Distributions run six thousand edge pods, and a `Pod` deserialised into
-//! k8s-openapi's structs takes kilobytes (its `ObjectMeta` alone is about 400 bytes before any
+//! k8s-openapi's structs takes kilobytes (its `ObjectMeta` alone is 360 bytes before any
 //! string). So the watch deserialises each pod straight into [`Watched`], whose metadata keeps
 //! only what the watcher needs (name, namespace, resourceVersion), and the cache keeps the
 //! [`EdgePod`] made from it: not a Kubernetes object at all, only a [`Lookup`] by namespace and
-//! name. A healthy pod costs its inline size (about 120 bytes), its five short strings and its
-//! cache entry; a container's image, reasons, messages and exit code are kept only while it is
-//! waiting, which a serving edge's container never is.
+//! name. A healthy pod costs its inline size (120 bytes), its five short strings and its cache
+//! entry: about 630 bytes in all (measured with the scale benchmark's names: 60 000 pods in a
+//! store took 37.8 MB of RSS; the smallest pod typed as a `Pod` took 7.1 KB), so the benchmark's
+//! 6 000 pods take under 4 MB. A container's image, reason, message, restarts and last exit are
+//! kept only while it is waiting, which a serving edge's container never is.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
