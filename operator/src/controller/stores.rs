@@ -26,6 +26,9 @@ use crate::render::{Kind, Settings, names};
 /// A watch stream that feeds a store and triggers reconciles.
 pub(super) type Trigger<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
+/// A stream that feeds a store and names the Distributions to reconcile.
+pub(super) type DistributionTrigger = std::pin::Pin<Box<dyn Stream<Item = ObjectRef<Distribution>> + Send>>;
+
 /// An object the operator owns, as it is now.
 pub(super) struct Live {
     /// The object as JSON, for comparison with what is rendered.
@@ -78,7 +81,7 @@ pub(super) struct FleetTriggers {
     /// Every Secret's metadata: a referenced Secret appearing, changing or going.
     pub(super) referenced_secrets: Trigger<PartialObjectMeta<Secret>>,
     /// The Distribution of each edge pod whose trouble began, changed or ended.
-    pub(super) pods: std::pin::Pin<Box<dyn Stream<Item = ObjectRef<Distribution>> + Send>>,
+    pub(super) pods: DistributionTrigger,
 }
 
 /// All `K` objects, or those of `namespace`.
@@ -144,13 +147,7 @@ where
 /// at again: those of pods whose [`Trouble`] changed. A pod's every status write (readiness,
 /// restarts, the kubelet's messages) reaches the cache; only a new trouble, or one that ended,
 /// wakes a pass. Each pass diagnoses what it finds in the cache then.
-fn edge_pods(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (
-    Store<EdgePod>,
-    std::pin::Pin<Box<dyn Stream<Item = ObjectRef<Distribution>> + Send>>,
-) {
+fn edge_pods(client: &Client, namespace: Option<&str>) -> (Store<EdgePod>, DistributionTrigger) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default()
         .labels(&names::edge_pods_selector())
