@@ -67,24 +67,31 @@ pub(super) struct Exit {
     pub(super) reason: Box<str>,
 }
 
+/// The type information of a Pod (`v1`, `pods`), which `Lookup` and `Resource` each ask for.
+macro_rules! pod_type {
+    () => {
+        fn kind(dyntype: &()) -> Cow<'_, str> {
+            <Pod as Resource>::kind(dyntype)
+        }
+
+        fn group(dyntype: &()) -> Cow<'_, str> {
+            <Pod as Resource>::group(dyntype)
+        }
+
+        fn version(dyntype: &()) -> Cow<'_, str> {
+            <Pod as Resource>::version(dyntype)
+        }
+
+        fn plural(dyntype: &()) -> Cow<'_, str> {
+            <Pod as Resource>::plural(dyntype)
+        }
+    };
+}
+
 impl Lookup for EdgePod {
     type DynamicType = ();
 
-    fn kind(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::kind(dyntype)
-    }
-
-    fn group(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::group(dyntype)
-    }
-
-    fn version(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::version(dyntype)
-    }
-
-    fn plural(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::plural(dyntype)
-    }
+    pod_type!();
 
     fn name(&self) -> Option<Cow<'_, str>> {
         Some(Cow::Borrowed(&self.name))
@@ -115,21 +122,7 @@ impl Resource for Watched {
     type DynamicType = ();
     type Scope = kube::core::NamespaceResourceScope;
 
-    fn kind(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::kind(dyntype)
-    }
-
-    fn group(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::group(dyntype)
-    }
-
-    fn version(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::version(dyntype)
-    }
-
-    fn plural(dyntype: &()) -> Cow<'_, str> {
-        <Pod as Resource>::plural(dyntype)
-    }
+    pod_type!();
 
     fn meta(&self) -> &ObjectMeta {
         &self.metadata

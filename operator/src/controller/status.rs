@@ -72,7 +72,7 @@ impl RegionObservation {
         }
     }
 
-    pub(super) fn ready(&self) -> bool {
+    fn ready(&self) -> bool {
         self.rolled_out && self.ready >= self.desired
     }
 
