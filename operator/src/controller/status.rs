@@ -5,8 +5,9 @@
 //! nothing is written and the pods of the last good spec say nothing about this one), then per
 //! region a missing node label (no pod of the region can be placed, whatever the pods say), then
 //! the region's pod trouble ([`diagnosis`](super::diagnosis)). With several regions in trouble
-//! the Degraded message names each; its reason (and Ready's) is the first in that order, then
-//! in the order of [`Trouble`](super::diagnosis::Trouble), then of `spec.regions`.
+//! the Degraded message names each, and its reason (and Ready's) is the worst one's: a missing
+//! label before any pod trouble, pod troubles in the order of
+//! [`Trouble`](super::diagnosis::Trouble), ties in the order of `spec.regions`.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
