@@ -115,7 +115,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_refused_with_their_message
     assert_eq!(dist.data["spec"]["regions"][0]["replicas"].as_i64(), Some(2));
 
     for (resource, expected) in [
-        ("dist", &["READY", "REGIONS", "AGE", "site"][..]),
+        ("dist", &["READY", "REASON", "REGIONS", "AGE", "site"][..]),
         ("inval", &["DISTRIBUTION", "PHASE", "AGE"][..]),
         ("edgefleet", &["site"][..]),
     ] {
@@ -481,6 +481,9 @@ async fn with_a_watch_namespace_only_the_nodes_need_a_cluster_role() {
             "{resource} granted in the watched namespace"
         );
     }
+    // Edge pods: watched for what keeps them from running, listed for the edges an
+    // Invalidation goes to; never read one by one.
+    assert_eq!(verbs(rules_for(&docs, "Role", "pods")[0]), ["list", "watch"]);
     let bindings: Vec<_> = find(&docs, "RoleBinding")
         .into_iter()
         .filter(|b| b["metadata"]["namespace"] == "web")
@@ -494,4 +497,7 @@ async fn with_a_watch_namespace_only_the_nodes_need_a_cluster_role() {
     assert!(find(&docs, "Role").is_empty(), "{:?}", find(&docs, "Role"));
     assert_eq!(operator_env(&docs, "EDGEFLEET_WATCH_NAMESPACE"), None);
     assert_eq!(rules_for(&docs, "ClusterRole", "deployments").len(), 1);
+    let pods = rules_for(&docs, "ClusterRole", "pods");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(verbs(pods[0]), ["list", "watch"]);
 }

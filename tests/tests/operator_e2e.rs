@@ -16,10 +16,12 @@ use edgefleet_e2e::operator::{Operator, Samples};
 use edgefleet_e2e::resources::{CREATE_S3_CREDENTIALS, s3_distribution};
 use edgefleet_e2e::setup::condition;
 use edgefleet_e2e::{Error, wait_for};
+use edgefleet_operator::api::reasons;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -115,6 +117,48 @@ impl Fleet {
             .wait_condition(name, (type_, status, reason), CONVERGE)
             .await
             .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
+    }
+
+    /// Waits until an Event of `type_` and `reason` is about Distribution `name`; returns its
+    /// note.
+    async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> String {
+        let events = self.api::<Event>();
+        wait_for(
+            &format!("a {type_} Event {reason} about {name}"),
+            CONVERGE,
+            || async {
+                let list = events.list(&ListParams::default()).await?;
+                Ok(list.items.into_iter().find_map(|e| {
+                    let about = e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("Distribution") && r.name.as_deref() == Some(name)
+                    });
+                    (about && e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+                        .then(|| e.note.unwrap_or_default())
+                }))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
+    }
+
+    /// What `kubectl get dist <name>` shows in its REASON column.
+    async fn printed_reason(&self, name: &str) -> String {
+        let out = self
+            .base
+            .kubectl(&["get", "dist", name])
+            .await
+            .unwrap_or_else(|e| panic!("kubectl get dist failed: {e}"));
+        let mut lines = out
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let header = lines.next().unwrap_or_default();
+        let row = lines.next().unwrap_or_default();
+        let column = header
+            .iter()
+            .position(|c| *c == "REASON")
+            .unwrap_or_else(|| panic!("no REASON column: {}", out.stdout));
+        row.get(column).map(|r| (*r).to_owned()).unwrap_or_default()
     }
 
     /// Names of the objects of each kind labelled as belonging to `distribution`.
@@ -488,23 +532,113 @@ async fn a_regional_service_with_a_cluster_ip_is_replaced_by_a_headless_one() {
 
 #[tokio::test]
 async fn a_region_without_nodes_is_degraded_with_no_nodes_in_region() {
+    // No node carries the label of region atlantis: what a user sees whose nodes lack the
+    // region label.
     let fleet = Fleet::start("nonodes").await;
     fleet
         .kubectl_apply(&http_distribution("moon", &[("eu-west", 0), ("atlantis", 1)]))
         .await;
     let message = fleet
-        .wait_condition("moon", "Degraded", "True", "NoNodesInRegion")
+        .wait_condition("moon", "Degraded", "True", reasons::NO_NODES_IN_REGION)
         .await;
     assert!(
-        message.contains("topology.kubernetes.io/region=atlantis") && !message.contains("eu-west"),
+        message.contains("kubectl label node <node> topology.kubernetes.io/region=atlantis")
+            && !message.contains("eu-west"),
         "{message}"
     );
     let dist = fleet.distributions().get("moon").await.expect("distribution");
     assert_eq!(
         condition(&dist, "Ready").map(|c| c.1).as_deref(),
-        Some("NoNodesInRegion")
+        Some(reasons::NO_NODES_IN_REGION)
     );
     assert_eq!(dist.data["status"]["regions"][1]["readyReplicas"], 0);
+    assert_eq!(fleet.printed_reason("moon").await, reasons::NO_NODES_IN_REGION);
+    let note = fleet
+        .wait_event("moon", "Warning", reasons::NO_NODES_IN_REGION)
+        .await;
+    assert!(note.contains("region=atlantis"), "{note}");
+}
+
+/// An image reference no node can pull: the pod runner, like a kubelet, answers ErrImagePull.
+const UNPULLABLE: &str = "registry.invalid/edgefleet/edge:missing";
+
+#[tokio::test]
+async fn edge_pods_that_cannot_run_give_the_reason_until_they_can() {
+    let fleet = Fleet::start("podtrouble").await;
+    let mut pull: Value = serde_json::from_str(&http_distribution("pull", &[("eu-west", 1)])).expect("JSON");
+    pull["spec"]["edge"]["image"] = json!(UNPULLABLE);
+    // More CPU than any node has (64): the scheduler finds no place for the pod.
+    let mut big: Value = serde_json::from_str(&http_distribution("big", &[("us-east", 1)])).expect("JSON");
+    big["spec"]["edge"]["resources"] = json!({"requests": {"cpu": "1000"}});
+    fleet.kubectl_apply(&pull.to_string()).await;
+    fleet.kubectl_apply(&big.to_string()).await;
+
+    let message = fleet
+        .wait_condition("pull", "Degraded", "True", reasons::EDGE_IMAGE_PULL_FAILED)
+        .await;
+    assert!(
+        message.starts_with("region eu-west: pod pull-eu-west-")
+            && message.contains(&format!("cannot pull image \"{UNPULLABLE}\" on node "))
+            && message.contains("(ErrImagePull: ")
+            && message.contains("Fix spec.edge.image"),
+        "{message}"
+    );
+    let dist = fleet.distributions().get("pull").await.expect("distribution");
+    assert_eq!(
+        condition(&dist, "Ready").map(|c| (c.0, c.1)),
+        Some(("False".to_owned(), reasons::EDGE_IMAGE_PULL_FAILED.to_owned()))
+    );
+    assert_eq!(
+        fleet.printed_reason("pull").await,
+        reasons::EDGE_IMAGE_PULL_FAILED
+    );
+    let note = fleet
+        .wait_event("pull", "Warning", reasons::EDGE_IMAGE_PULL_FAILED)
+        .await;
+    assert!(note.contains(UNPULLABLE), "{note}");
+
+    let message = fleet
+        .wait_condition("big", "Degraded", "True", reasons::EDGE_UNSCHEDULABLE)
+        .await;
+    assert!(
+        message.starts_with("region us-east: pod big-us-east-") && message.contains("Insufficient cpu"),
+        "{message}"
+    );
+    assert_eq!(fleet.printed_reason("big").await, reasons::EDGE_UNSCHEDULABLE);
+    fleet
+        .wait_event("big", "Warning", reasons::EDGE_UNSCHEDULABLE)
+        .await;
+
+    // Fixed: the chart's edge image, and the resources derived from the cache size. The new
+    // pods start, the old ones go, and the reason with them.
+    for name in ["pull", "big"] {
+        fleet
+            .distributions()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"edge": {"image": null, "resources": null}}})),
+            )
+            .await
+            .expect("fix the Distribution");
+    }
+    for name in ["pull", "big"] {
+        fleet
+            .wait_condition(name, "Ready", "True", reasons::ALL_REGIONS_READY)
+            .await;
+        let dist = fleet.distributions().get(name).await.expect("distribution");
+        assert_eq!(
+            condition(&dist, "Degraded").map(|c| (c.0, c.1)),
+            Some(("False".to_owned(), reasons::AS_EXPECTED.to_owned())),
+            "{name}"
+        );
+        fleet.wait_event(name, "Normal", reasons::ALL_REGIONS_READY).await;
+    }
+    assert!(
+        !fleet.log().contains("forbidden"),
+        "the chart's RBAC refused the operator something:\n{}",
+        fleet.log()
+    );
 }
 
 #[tokio::test]

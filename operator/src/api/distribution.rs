@@ -23,6 +23,8 @@ const MAX_LIST: usize = 25;
     category = "edgefleet",
     doc = "A fleet of caching edge proxies, one group per region, in front of one or more origins.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    // Why it is (not) ready: the first thing to fix (see api::reasons).
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Regions", type_ = "string", json_path = ".status.readyRegions"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")

@@ -10,6 +10,7 @@
 mod distribution;
 #[allow(unreachable_pub)]
 mod invalidation;
+pub mod reasons;
 
 pub use distribution::*;
 pub use invalidation::*;

@@ -15,6 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{self, Applied, Change};
+use super::diagnosis;
 use super::events::Verb;
 use super::status::{self, Observation, RegionObservation};
 use super::stores::{FleetTriggers, Live, Stores};
@@ -59,6 +60,7 @@ pub(super) fn controller(
         .watches_stream(triggers.nodes, move |node| {
             in_region(&for_nodes, &region_label, &node)
         })
+        .reconcile_on(triggers.pods)
         .with_config(
             controller::Config::default()
                 .concurrency(CONCURRENCY)
@@ -130,7 +132,7 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
         },
     };
 
-    let regions = dist
+    let mut regions = dist
         .spec
         .regions
         .iter()
@@ -140,13 +142,32 @@ async fn reconcile(dist: Arc<Distribution>, state: Arc<State>) -> Result<Action>
             let deployment = written.deployments.get(&deployment_name).or(live.as_ref());
             let desired = if dist.spec.enabled { region.replicas } else { 0 };
             let nodes = state.stores.nodes_in(&ctx.settings, &region.name, &region.zones);
-            RegionObservation::from_deployment(&region.name, desired, deployment, nodes, deployment_name)
+            RegionObservation::from_deployment(
+                &region.name,
+                desired,
+                deployment,
+                nodes,
+                &region.zones,
+                deployment_name,
+            )
         })
         .collect::<Vec<_>>();
+    // Only a region short of ready edges has pods worth a look; a converged pass reads none.
+    if regions.iter().any(RegionObservation::falls_short) {
+        let pods = state.stores.edge_pods(&namespace, &name);
+        for region in regions.iter_mut().filter(|r| r.falls_short()) {
+            region.pods = diagnosis::diagnose(
+                pods.iter()
+                    .filter(|pod| *pod.region == *region.name)
+                    .map(AsRef::as_ref),
+            );
+        }
+    }
     let observation = Observation {
         generation: dist.metadata.generation,
         enabled: dist.spec.enabled,
         region_label: &ctx.settings.region_label,
+        zone_label: &ctx.settings.zone_label,
         regions,
         blockers: &blockers,
         service: name.clone(),

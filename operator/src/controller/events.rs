@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use crate::api::reasons;
 use crate::render::Kind;
 
 /// The Events API limit on a note.
@@ -108,7 +109,7 @@ pub(super) fn condition_changes(before: &[Condition], after: &[Condition]) -> Op
                 // for beyond the rollout the creation started.
                 None => !matches!(
                     (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
-                    ("Degraded", "False", _) | ("Ready", "False", "RolloutInProgress")
+                    ("Degraded", "False", _) | ("Ready", "False", reasons::ROLLOUT_IN_PROGRESS)
                 ),
             }
         })

@@ -2,26 +2,32 @@
 //! instead of the API, so a pass over a converged Distribution sends no request at all, and the
 //! same watches are the controllers' triggers.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::compact::Compact;
+use super::diagnosis::{self, Trouble};
+use super::edge_pod::{self, EdgePod, Watched};
 use crate::api::{Distribution, Invalidation};
 use crate::render::{Kind, Settings, names};
 
 /// A watch stream that feeds a store and triggers reconciles.
 pub(super) type Trigger<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
+
+/// A stream that feeds a store and names the Distributions to reconcile.
+pub(super) type DistributionTrigger = std::pin::Pin<Box<dyn Stream<Item = ObjectRef<Distribution>> + Send>>;
 
 /// An object the operator owns, as it is now.
 pub(super) struct Live {
@@ -47,6 +53,8 @@ pub(super) struct Stores {
     /// Only when Ingresses are watched (the chart grants no access to them otherwise).
     ingresses: Option<Store<Compact<Ingress>>>,
     nodes: Store<PartialObjectMeta<Node>>,
+    /// Every edge pod, in the form diagnosis reads.
+    pods: Store<EdgePod>,
 }
 
 /// The watch streams behind [`Stores`]; polling them keeps the caches current.
@@ -72,6 +80,8 @@ pub(super) struct FleetTriggers {
     pub(super) nodes: Trigger<PartialObjectMeta<Node>>,
     /// Every Secret's metadata: a referenced Secret appearing, changing or going.
     pub(super) referenced_secrets: Trigger<PartialObjectMeta<Secret>>,
+    /// The Distribution of each edge pod whose trouble began, changed or ended.
+    pub(super) pods: DistributionTrigger,
 }
 
 /// All `K` objects, or those of `namespace`.
@@ -133,6 +143,42 @@ where
     (reader, stream)
 }
 
+/// A cache of every edge pod (those of `namespace`, when given), and the Distributions to look
+/// at again: those of pods whose [`Trouble`] changed. A pod's every status write (readiness,
+/// restarts, the kubelet's messages) reaches the cache; only a new trouble, or one that ended,
+/// wakes a pass. Each pass diagnoses what it finds in the cache then.
+fn edge_pods(client: &Client, namespace: Option<&str>) -> (Store<EdgePod>, DistributionTrigger) {
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(&names::edge_pods_selector())
+        .any_semantic();
+    let mut seen = ChangeFilter::quiet(fingerprint(&None::<Trouble>));
+    let pods = watcher(scoped::<Watched>(client, namespace), config)
+        .default_backoff()
+        .map_ok(edge_pod::edge_pods);
+    // `reflect` wants a Kubernetes object; the cached form is only a `Lookup`.
+    let stream = reflector::reflector(writer, pods)
+        .filter(move |event| futures::future::ready(seen.changed(event, trouble_fingerprint)))
+        .touched_objects()
+        .filter_map(|pod| {
+            futures::future::ready(match pod {
+                Ok(pod) => (!pod.distribution.is_empty())
+                    .then(|| ObjectRef::new(&pod.distribution).within(&pod.namespace)),
+                Err(error) => {
+                    tracing::warn!(%error, "watching edge pods failed; retrying");
+                    None
+                }
+            })
+        })
+        .boxed();
+    (reader, stream)
+}
+
+/// What a pass reads of an edge pod: its trouble.
+fn trouble_fingerprint(pod: &EdgePod) -> u64 {
+    fingerprint(&diagnosis::trouble(pod))
+}
+
 /// A hash of `value`, for the change filters.
 fn fingerprint(value: &impl Hash) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -162,28 +208,44 @@ fn deployment_fingerprint(deployment: &Compact<Deployment>) -> u64 {
 #[derive(Default)]
 struct ChangeFilter {
     last: std::collections::HashMap<(Option<String>, String), u64>,
+    /// A fingerprint that is as good as no object: an object that has it takes no room here,
+    /// and its arrival or departure passes nothing on. `None`: every arrival and departure does.
+    quiet: Option<u64>,
 }
 
 impl ChangeFilter {
-    fn changed<K: Resource>(
+    /// A filter for objects that matter only while their fingerprint is not `quiet`.
+    fn quiet(quiet: u64) -> Self {
+        Self {
+            last: Default::default(),
+            quiet: Some(quiet),
+        }
+    }
+
+    fn changed<K: Lookup>(
         &mut self,
         event: &Result<watcher::Event<K>, watcher::Error>,
         relevant: fn(&K) -> u64,
     ) -> bool {
         let key = |obj: &K| {
             (
-                obj.meta().namespace.clone(),
-                obj.meta().name.clone().unwrap_or_default(),
+                obj.namespace().map(Cow::into_owned),
+                obj.name().map(Cow::into_owned).unwrap_or_default(),
             )
         };
         match event {
             Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                 let fingerprint = relevant(obj);
-                self.last.insert(key(obj), fingerprint) != Some(fingerprint)
+                let before = if self.quiet == Some(fingerprint) {
+                    self.last.remove(&key(obj))
+                } else {
+                    self.last.insert(key(obj), fingerprint)
+                };
+                before.or(self.quiet) != Some(fingerprint)
             }
             Ok(watcher::Event::Delete(obj)) => {
-                self.last.remove(&key(obj));
-                true
+                // Only fingerprints other than the quiet one are kept.
+                self.last.remove(&key(obj)).is_some() || self.quiet.is_none()
             }
             Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => true,
         }
@@ -251,6 +313,7 @@ impl Stores {
         let (services, svc_stream) = owned(client, namespace);
         let (disruption_budgets, pdb_stream) = owned_with(client, namespace, metadata_fingerprint);
         let (deployments, deploy_stream) = owned_with(client, namespace, deployment_fingerprint);
+        let (pods, pod_stream) = edge_pods(client, namespace);
         let (ingresses, ingress_stream) = if settings.ingress.watched() {
             let (store, stream) = owned(client, namespace);
             (Some(store), stream)
@@ -271,6 +334,7 @@ impl Stores {
                 deployments,
                 ingresses,
                 nodes,
+                pods,
             },
             Triggers {
                 invalidations: inval_stream,
@@ -287,6 +351,7 @@ impl Stores {
                     ingresses: ingress_stream,
                     nodes: node_stream,
                     referenced_secrets,
+                    pods: pod_stream,
                 },
             },
         )
@@ -313,6 +378,7 @@ impl Stores {
                 self.disruption_budgets.wait_until_ready(),
                 self.deployments.wait_until_ready(),
                 self.nodes.wait_until_ready(),
+                self.pods.wait_until_ready(),
                 async {
                     if let Some(ingresses) = &self.ingresses {
                         let _ = ingresses.wait_until_ready().await;
@@ -381,6 +447,12 @@ impl Stores {
     /// A cached Distribution.
     pub(super) fn distribution(&self, namespace: &str, name: &str) -> Option<Arc<Distribution>> {
         self.distributions.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The cached edge pods of Distribution `distribution` in `namespace`.
+    pub(super) fn edge_pods(&self, namespace: &str, distribution: &str) -> Vec<Arc<EdgePod>> {
+        self.pods
+            .state_filter(|pod| &*pod.namespace == namespace && &*pod.distribution == distribution)
     }
 
     /// How many nodes carry `region` (and, when `zones` is not empty, one of them).
@@ -467,6 +539,35 @@ mod tests {
         assert!(changed(&mut filter, watcher::Event::Apply(deployment("3", 1, 1))));
         // Someone edited the spec.
         assert!(changed(&mut filter, watcher::Event::Apply(deployment("4", 2, 1))));
+    }
+
+    /// Edge pod `p` whose container waits with `reason` (`None`: it runs).
+    fn pod(waiting: Option<&str>) -> EdgePod {
+        let state = match waiting {
+            Some(reason) => json!({"waiting": {"reason": reason}}),
+            None => json!({"running": {}}),
+        };
+        edge_pod::tests::edge_pod(
+            "p",
+            json!({"phase": "Running", "containerStatuses": [{"name": "edge", "state": state}]}),
+        )
+    }
+
+    #[test]
+    fn only_a_pods_trouble_beginning_changing_or_ending_wakes_a_pass() {
+        let mut filter = ChangeFilter::quiet(fingerprint(&None::<Trouble>));
+        let mut changed = |event| filter.changed(&Ok(event), trouble_fingerprint);
+        assert!(!changed(watcher::Event::InitApply(pod(None))), "a healthy pod");
+        assert!(!changed(watcher::Event::Apply(pod(Some("ContainerCreating")))));
+        assert!(changed(watcher::Event::Apply(pod(Some("ErrImagePull")))));
+        // The kubelet's next retry: the same trouble.
+        assert!(!changed(watcher::Event::Apply(pod(Some("ImagePullBackOff")))));
+        assert!(changed(watcher::Event::Apply(pod(Some("CrashLoopBackOff")))));
+        assert!(changed(watcher::Event::Apply(pod(None))), "recovered");
+        assert!(!changed(watcher::Event::Delete(pod(None))));
+        assert!(changed(watcher::Event::Apply(pod(Some("ErrImagePull")))));
+        assert!(changed(watcher::Event::Delete(pod(Some("ErrImagePull")))));
+        assert!(filter.last.is_empty(), "healthy and deleted pods take no room");
     }
 
     #[test]

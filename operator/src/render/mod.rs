@@ -27,7 +27,7 @@ pub use ingress::{IngressSettings, Ingresses, InvalidSecretNameTemplate, SecretN
 pub use network::upload_endpoint;
 pub use secrets::{Credentials, S3Credentials, UploadKeys};
 
-use crate::api::{Distribution, EdgeSpec};
+use crate::api::{Distribution, EdgeSpec, reasons};
 
 /// Settings from the chart that shape what the operator renders.
 #[derive(Clone, Debug)]
@@ -147,11 +147,11 @@ impl Blocker {
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Blocker::OriginSecretMissing { .. } => "OriginSecretMissing",
-            Blocker::UnknownOrigin { .. } => "UnknownOrigin",
-            Blocker::UploadKeysUnusable { .. } => "UploadKeysSecretMissing",
-            Blocker::InvalidSpec { .. } => "InvalidSpec",
-            Blocker::NameConflict { .. } => "NameConflict",
+            Blocker::OriginSecretMissing { .. } => reasons::ORIGIN_SECRET_MISSING,
+            Blocker::UnknownOrigin { .. } => reasons::UNKNOWN_ORIGIN,
+            Blocker::UploadKeysUnusable { .. } => reasons::UPLOAD_KEYS_SECRET_MISSING,
+            Blocker::InvalidSpec { .. } => reasons::INVALID_SPEC,
+            Blocker::NameConflict { .. } => reasons::NAME_CONFLICT,
         }
     }
 

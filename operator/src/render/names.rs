@@ -15,6 +15,11 @@ pub const MANAGED_BY: &str = "edgefleet-operator";
 /// Selector matching every object the operator owns.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=edgefleet-operator";
 
+/// Selects the edge pods of every Distribution (their template carries [`labels`]).
+pub fn edge_pods_selector() -> String {
+    format!("{MANAGED_SELECTOR},app.kubernetes.io/name={APP_NAME}")
+}
+
 /// Pod-template annotation: hash of the inputs that need a new pod to take effect.
 pub const POD_INPUTS_ANNOTATION: &str = "edgefleet.io/pod-inputs-hash";
 
