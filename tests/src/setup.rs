@@ -7,13 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, Resource};
 use tempfile::TempDir;
 
 use crate::binaries::workspace_binary;
 use crate::cluster::Cluster;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::images::Images;
 use crate::operator::{
     Operator, Release, install_chart, install_chart_with_operator, service_account_kubeconfig,
@@ -151,6 +152,53 @@ impl Setup {
             },
         )
         .await
+    }
+}
+
+impl Setup {
+    /// Waits up to `within` for an Event of `type_` (Normal, Warning) and `reason` about
+    /// Distribution `name`; returns its note.
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        (type_, reason): (&str, &str),
+        within: Duration,
+    ) -> Result<String> {
+        let events = self.api::<Event>();
+        wait_for(
+            &format!("a {type_} Event {reason} about {name}"),
+            within,
+            || async {
+                let list = events.list(&ListParams::default()).await?;
+                Ok(list.items.into_iter().find_map(|e| {
+                    let about = e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("Distribution") && r.name.as_deref() == Some(name)
+                    });
+                    (about && e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+                        .then(|| e.note.unwrap_or_default())
+                }))
+            },
+        )
+        .await
+    }
+
+    /// What `kubectl get dist <name>` shows in its REASON column.
+    pub async fn printed_reason(&self, name: &str) -> Result<String> {
+        let out = self.kubectl(&["get", "dist", name]).await?;
+        let mut lines = out
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let header = lines.next().unwrap_or_default();
+        let row = lines.next().unwrap_or_default();
+        let column = header
+            .iter()
+            .position(|c| *c == "REASON")
+            .ok_or_else(|| Error::Invalid {
+                what: "kubectl get dist".to_owned(),
+                reason: format!("no REASON column in {:?}", out.stdout),
+            })?;
+        Ok(row.get(column).map(|r| (*r).to_owned()).unwrap_or_default())
     }
 }
 

@@ -21,7 +21,6 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -122,43 +121,18 @@ impl Fleet {
     /// Waits until an Event of `type_` and `reason` is about Distribution `name`; returns its
     /// note.
     async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> String {
-        let events = self.api::<Event>();
-        wait_for(
-            &format!("a {type_} Event {reason} about {name}"),
-            CONVERGE,
-            || async {
-                let list = events.list(&ListParams::default()).await?;
-                Ok(list.items.into_iter().find_map(|e| {
-                    let about = e.regarding.as_ref().is_some_and(|r| {
-                        r.kind.as_deref() == Some("Distribution") && r.name.as_deref() == Some(name)
-                    });
-                    (about && e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
-                        .then(|| e.note.unwrap_or_default())
-                }))
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
+        self.base
+            .wait_event(name, (type_, reason), CONVERGE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", self.log()))
     }
 
     /// What `kubectl get dist <name>` shows in its REASON column.
     async fn printed_reason(&self, name: &str) -> String {
-        let out = self
-            .base
-            .kubectl(&["get", "dist", name])
+        self.base
+            .printed_reason(name)
             .await
-            .unwrap_or_else(|e| panic!("kubectl get dist failed: {e}"));
-        let mut lines = out
-            .stdout
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>());
-        let header = lines.next().unwrap_or_default();
-        let row = lines.next().unwrap_or_default();
-        let column = header
-            .iter()
-            .position(|c| *c == "REASON")
-            .unwrap_or_else(|| panic!("no REASON column: {}", out.stdout));
-        row.get(column).map(|r| (*r).to_owned()).unwrap_or_default()
+            .unwrap_or_else(|e| panic!("kubectl get dist {name}: {e}"))
     }
 
     /// Names of the objects of each kind labelled as belonging to `distribution`.

@@ -24,6 +24,7 @@ use edgefleet_e2e::operator::Samples;
 use edgefleet_e2e::setup::Setup;
 use edgefleet_e2e::traffic::{self, Edge, Origin};
 use edgefleet_e2e::wait_for;
+use edgefleet_operator::api::reasons;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
@@ -454,6 +455,81 @@ async fn the_chart_runs_the_operator_pod_whose_real_edges_serve_reload_and_purge
     for edge in [real, simulated] {
         let after = traffic::get(&http, edge, HOST, "/page.html").await.expect("GET");
         assert_eq!(after.1, "Miss from edgefleet", "{} after the purge", edge.name);
+    }
+}
+
+#[tokio::test]
+async fn edge_images_that_cannot_be_pulled_or_run_are_the_distribution_s_reason_until_fixed() {
+    let setup = setup("real-bad-image").await;
+    let images = Images::built().await.expect("images");
+    let origin = origin(setup.cluster).await;
+    // Only the real zone: there the kubelet pulls and runs the image.
+    let on_real_node = |name: &str, image: &str| {
+        let mut manifest: Value =
+            serde_json::from_str(&distribution(name, &origin.url(), 1, json!({"image": image})))
+                .expect("JSON");
+        manifest["spec"]["regions"][0]["zones"] = json!([REAL_ZONE]);
+        manifest.to_string()
+    };
+    // No registry serves this one; the operator's image runs, and exits at once on the edge's
+    // arguments (a usage error).
+    let cases = [
+        (
+            "unpullable",
+            "localhost/edgefleet/no-such-edge:1",
+            reasons::EDGE_IMAGE_PULL_FAILED,
+        ),
+        (
+            "crashing",
+            images.reference("operator").expect("operator image"),
+            reasons::EDGE_CRASH_LOOPING,
+        ),
+    ];
+    for (name, image, _) in &cases {
+        setup
+            .kubectl_apply(&on_real_node(name, image))
+            .await
+            .expect("apply");
+    }
+    for (name, image, reason) in &cases {
+        let message = setup
+            .wait_condition(name, ("Degraded", "True", reason), CONVERGE)
+            .await;
+        let message = or_describe(&setup, message).await;
+        assert!(
+            message.contains(image) && message.contains("eu-west"),
+            "{message}"
+        );
+        let ready = setup
+            .wait_condition(name, ("Ready", "False", reason), CONVERGE)
+            .await;
+        or_describe(&setup, ready).await;
+        let event = setup.wait_event(name, ("Warning", reason), CONVERGE).await;
+        or_describe(&setup, event).await;
+        assert_eq!(
+            setup.printed_reason(name).await.expect("kubectl get dist"),
+            *reason
+        );
+    }
+
+    // Back to the chart's edge image: both recover.
+    for (name, _, _) in &cases {
+        setup
+            .distributions()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"edge": {"image": null}}})),
+            )
+            .await
+            .expect("patch the image");
+    }
+    for (name, _, _) in &cases {
+        wait_ready(&setup, name).await;
+        let healthy = setup
+            .wait_condition(name, ("Degraded", "False", "AsExpected"), CONVERGE)
+            .await;
+        or_describe(&setup, healthy).await;
     }
 }
 
