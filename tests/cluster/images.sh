@@ -44,6 +44,21 @@ IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# A cargo started from a test inherits what cargo sets for test processes (CARGO_PKG_*,
+# CARGO_MANIFEST_DIR, LD_LIBRARY_PATH, ...), and build fingerprints would see a changed
+# environment: the release build would be redone every time it is asked for from a test after a
+# shell, or the other way round. The cargo here sees only the user's own settings.
+without_inherited_cargo_env() {
+  local var
+  for var in $(compgen -e); do
+    case $var in
+      CARGO_HOME | CARGO_TARGET_DIR | CARGO_BUILD_* | CARGO_TERM_* | CARGO_INCREMENTAL | \
+        CARGO_PROFILE_* | CARGO_NET_* | CARGO_HTTP_* | CARGO_REGISTRIES_*) ;;
+      CARGO | CARGO_* | LD_LIBRARY_PATH | RUST_RECURSION_COUNT) unset "$var" ;;
+    esac
+  done
+}
+
 # A tar of DIR's contents that depends only on the files themselves.
 reproducible_tar() {
   local dir=$1 out=$2
@@ -173,6 +188,7 @@ main() {
   # What an interrupted build left behind.
   rm -rf "$OUT"/.base.* "$OUT"/.build-*
 
+  without_inherited_cargo_env
   log "cargo build --release --locked -p edgefleet-operator -p edgefleet-edge"
   (cd "$REPO" && cargo build --release --locked -p edgefleet-operator -p edgefleet-edge --bins)
   BINARIES=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps --locked |

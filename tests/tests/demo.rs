@@ -7,6 +7,11 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn the_main_job_serves_every_region_from_cache_on_the_second_request() {
+    // What the demo builds on a fresh machine (the pinned tools, a release build for the images)
+    // takes longer than the demo itself may: built first, outside its deadline.
+    edgefleet_e2e::images::Images::built()
+        .await
+        .expect("the images (and the tools they need) are built");
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_demo"))
         .arg("--once")
         // Its own control plane, as a newcomer's run would have.
