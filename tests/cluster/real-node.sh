@@ -12,10 +12,12 @@
 # Addresses (inside the cluster's /18 slot, see claim_address_slot):
 #   198.S.(T+49).0/24   the link network: the host's bridge is .1 (HOST_IP: the API server and
 #                       cluster DNS listen there), real node i is .(10+i)
-#   198.S.(T+56+i).0/24 real node i's pods (a route on the host sends them to the node)
+#   198.S.(T+56+i).0/24 real node i's pods (routes on the host and on the other real nodes send
+#                       them to the node)
 #
-# Shared with cluster.sh: DIR, PKI, SLOT, SLOT_PREFIX, HOST_IP, APISERVER_PORT, SERVICE_CIDR,
-# POD_CIDR, start_component, wait_until, kctl, gen_cert, write_kubeconfig, log, die.
+# Shared with cluster.sh: DIR, PKI, SLOT, SLOT_PREFIX, SLOT_THIRD, SLOT_CIDR, HOST_IP,
+# HOST_BRIDGE, REAL_ZONES, IMAGES_DIR, EDGEFLEET_CNI_BIN_DIR, start_component, wait_until, kctl,
+# gen_cert, write_kubeconfig, log, die.
 
 # The pause image every pod sandbox starts from (built by images.sh, imported into each node).
 PAUSE_IMAGE=localhost/edgefleet/pause:3.10.1
@@ -125,6 +127,11 @@ real_node_network() {
   ip -n "$netns" link set eth0 up
   ip -n "$netns" route add default via "$HOST_IP"
   ip route replace "$(real_node_pod_cidr "$i")" via "$node_ip"
+  # The other real nodes' pods directly over the link (host-gw), not through the host.
+  local j
+  for ((j = 0; j < ${#REAL_ZONES[@]}; j++)); do
+    ((j == i)) || ip -n "$netns" route add "$(real_node_pod_cidr "$j")" via "$(real_node_ip "$j")"
+  done
   # Inside the node: forward between pods and the link, and let kube-proxy see traffic that
   # crosses the pods' bridge (a Service answered by a pod on the same node).
   ip netns exec "$netns" sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
