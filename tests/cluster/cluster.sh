@@ -462,7 +462,7 @@ profiles:
     score:
       enabled:
       - name: NodeAffinity
-        weight: 10
+        weight: 100
   pluginConfig:
   - name: NodeAffinity
     args:

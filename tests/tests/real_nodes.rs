@@ -14,7 +14,8 @@
 //! its disk cache; `trafficDistribution: PreferClose` keeping a client on the real node in its
 //! zone through kube-proxy, and falling back when its zone has no ready edge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -328,7 +329,9 @@ async fn the_chart_runs_the_operator_pod_whose_real_edges_serve_reload_and_purge
         .expect("operator pods");
     let operator_pod = operator_pods.items.first().expect("an operator pod");
     let spec = operator_pod.spec.as_ref().expect("pod spec");
-    assert_eq!(spec.node_name.as_deref(), Some(node.name.as_str()));
+    if spec.node_name.as_deref() != Some(node.name.as_str()) {
+        panic!("the operator pod is not on {}\n{}", node.name, describe(&setup).await);
+    }
     assert_eq!(
         spec.containers[0].image.as_deref(),
         Some(images.reference("operator").expect("operator image"))
@@ -626,13 +629,9 @@ async fn prefer_close_keeps_a_real_node_client_in_its_zone_and_falls_back_when_n
             counts
         }
     };
-    wait_for(
-        "the node's kube-proxy to route the fleet Service",
-        CONVERGE,
-        || async { Ok(Some(get_from_node(node, &url).await).filter(|body| body.contains("/zone.html"))) },
-    )
-    .await
-    .expect("the ClusterIP answers from the real node");
+    kube_proxy_routes_to(&setup, node, "zoned", &[real.data.ip()]).await;
+    let body = get_from_node(node, &url).await;
+    assert!(body.contains("/zone.html"), "{body}");
     let before = counts(vec![real.clone(), simulated.clone()]).await;
     for _ in 0..20 {
         get_from_node(node, &url).await;
@@ -661,18 +660,7 @@ async fn prefer_close_keeps_a_real_node_client_in_its_zone_and_falls_back_when_n
         .delete(&real.name, &DeleteParams::default())
         .await
         .expect("delete the real edge");
-    let fallback = wait_for(
-        "requests from the node to reach the other zone",
-        CONVERGE,
-        || async {
-            let before = counts(vec![simulated.clone()]).await[0];
-            get_from_node(node, &url).await;
-            let after = counts(vec![simulated.clone()]).await[0];
-            Ok((after > before).then_some(()))
-        },
-    )
-    .await;
-    or_describe(&setup, fallback).await;
+    kube_proxy_routes_to(&setup, node, "zoned", &[simulated.data.ip()]).await;
     let before = counts(vec![simulated.clone()]).await[0];
     for _ in 0..10 {
         get_from_node(node, &url).await;
@@ -684,6 +672,47 @@ async fn prefer_close_keeps_a_real_node_client_in_its_zone_and_falls_back_when_n
         "every request falls back to {SIMULATED_ZONE}"
     );
     drop(uncordon);
+}
+
+/// Waits until kube-proxy on `node` sends the Service `service` of the test's namespace to
+/// exactly the pod addresses `expected`, as its nftables rules say (the endpoint chains the
+/// Service's chain jumps to, `endpoint-<hash>-<ns>/<service>/tcp/<port>__<ip>/<port>`).
+async fn kube_proxy_routes_to(setup: &Setup, node: &RealNode, service: &str, expected: &[IpAddr]) {
+    let expected: BTreeSet<String> = expected.iter().map(ToString::to_string).collect();
+    let routed = wait_for(
+        &format!("kube-proxy on {} to send {service} to {expected:?}", node.name),
+        CONVERGE,
+        || async {
+            let rules = command(
+                "nsenter",
+                &[&format!("--net=/run/netns/{}", node.netns), "--", "nft", "list", "table", "ip", "kube-proxy"],
+            )
+            .await;
+            Ok(Some(()).filter(|()| service_endpoints(&rules, &setup.ns, service) == expected))
+        },
+    )
+    .await;
+    or_describe(setup, routed).await;
+}
+
+/// The endpoint addresses the chains of Service `namespace/service` jump to, in kube-proxy's
+/// `nft list table` output.
+fn service_endpoints(rules: &str, namespace: &str, service: &str) -> BTreeSet<String> {
+    let name = format!("-{namespace}/{service}/tcp/");
+    let mut endpoints = BTreeSet::new();
+    let mut in_service_chain = false;
+    for line in rules.lines().map(str::trim) {
+        if let Some(chain) = line.strip_prefix("chain ") {
+            in_service_chain = chain.starts_with("service-") && chain.contains(&name);
+        } else if in_service_chain {
+            for target in line.split("goto ").skip(1) {
+                if let Some((_, address)) = target.split_once("__") {
+                    endpoints.extend(address.split('/').next().map(str::to_owned));
+                }
+            }
+        }
+    }
+    endpoints
 }
 
 /// Uncordons a node when dropped, so a failing test leaves the shared node schedulable.
