@@ -194,6 +194,55 @@ async fn objects_larger_than_the_limit_stream_through_uncached() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::start().await;
+    // Larger than every buffer between the edge and a viewer that reads nothing.
+    let body = Bytes::from((0..64u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    origin.route(
+        "/video",
+        Reply::ok(body.clone())
+            .header("etag", "\"v1\"")
+            .delay(Duration::from_millis(300)),
+    );
+    let mut config = base_config(&origin.url());
+    config["cache"]["maxObjectBytes"] = json!(1 << 20);
+    let edge = Arc::new(Edge::start(config).await);
+
+    // The stalled viewer asks first and reads nothing; the fast one joins the same fill.
+    let mut stalled = tokio::net::TcpStream::connect(edge.data).await.expect("connect");
+    stalled
+        .write_all(b"GET /video HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    eventually(Duration::from_secs(10), "the fill started", async || origin.hits("/video") == 1).await;
+    let fast = tokio::time::timeout(Duration::from_secs(60), edge.get("/video"))
+        .await
+        .expect("the fast viewer is not held back by the stalled one");
+    assert_eq!(fast.body, body);
+
+    // The stalled viewer, reading at last, gets the whole body too: past the shared window it
+    // continued with its own range request.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled viewer's answer completes")
+        .expect("read");
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    assert_eq!(
+        Sha256::digest(&answer[head_end..]),
+        Sha256::digest(&body),
+        "the stalled viewer's body is the object"
+    );
+    assert!(
+        origin.seen().iter().any(|s| s.headers.get("range").is_some_and(|r| r != "bytes=0-")),
+        "the stalled viewer continued from where it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn chunked_responses_without_length_are_cached() {
     let origin = Origin::start().await;
     let body = Bytes::from(vec![9u8; 300_000]);
