@@ -83,6 +83,8 @@ pub(crate) enum Handoff {
     /// A reader registered before the first byte, so the leader never misses the start of a
     /// body that is not kept; and the `Set-Cookie` lines kept out of the stored copy.
     Reader(BodyReader, Vec<HeaderValue>),
+    /// The `Set-Cookie` lines of a 304, kept out of the refreshed object.
+    Cookies(Vec<HeaderValue>),
 }
 
 /// A response being received from the origin and shared with every waiting viewer.
@@ -187,6 +189,8 @@ pub(super) async fn run(landing: Landing, job: FillJob, leader: oneshot::Sender<
 
     if let Some(stale) = &job.stale {
         if status == StatusCode::NOT_MODIFIED {
+            let set_cookie = headers.get_all(header::SET_COOKIE).iter().cloned().collect();
+            let _ = leader.send(Handoff::Cookies(set_cookie));
             let origin = OriginFreshness::from_response(&headers);
             let refreshed = Arc::new(stale.refreshed(&headers, initial_age, origin, epoch));
             let content = refreshed.provenance();

@@ -24,6 +24,8 @@ pub(crate) mod fill;
 pub(crate) mod freshness;
 pub(crate) mod invalidation;
 pub(crate) mod key;
+#[cfg(test)]
+mod linearizability;
 pub(crate) mod object;
 pub(crate) mod store;
 pub(crate) mod stream;
@@ -89,8 +91,11 @@ pub(crate) enum Filled {
         reader: Option<BodyReader>,
         set_cookie: Vec<HeaderValue>,
     },
-    /// A complete object: a stale one the origin confirmed (304).
-    Refreshed(Arc<CachedObject>),
+    /// A complete object: a stale one the origin confirmed (304), with the leader's cookies.
+    Refreshed {
+        object: Arc<CachedObject>,
+        set_cookie: Vec<HeaderValue>,
+    },
     /// The origin failed while the stale object may be served: serve it.
     Stale,
     /// The response may not be shared. The viewer that started the fill has it; the others
@@ -219,7 +224,11 @@ impl Cache {
                 reader: None,
                 set_cookie: Vec::new(),
             },
-            (Some(Outcome::Ready(object)), _) => Filled::Refreshed(object),
+            (Some(Outcome::Ready(object)), Some(Handoff::Cookies(set_cookie))) => Filled::Refreshed { object, set_cookie },
+            (Some(Outcome::Ready(object)), _) => Filled::Refreshed {
+                object,
+                set_cookie: Vec::new(),
+            },
             (Some(Outcome::KeepStale), _) => Filled::Stale,
             (Some(Outcome::NotShared(reason)), Some(Handoff::Response(response))) => Filled::NotShared {
                 reason,

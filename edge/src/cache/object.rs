@@ -52,7 +52,8 @@ impl CachedObject {
     }
 
     /// The object refreshed by a 304 to a request sent at `epoch`: the 304's headers replace the
-    /// stored ones of the same name (RFC 9111 §4.3.4) and the age restarts from the 304.
+    /// stored ones of the same name (RFC 9111 §3.2, §4.3.4), except those the stored body depends
+    /// on and `Set-Cookie` (never stored), and the age restarts from the 304.
     pub(crate) fn refreshed(
         &self,
         not_modified: &HeaderMap,
@@ -62,10 +63,19 @@ impl CachedObject {
     ) -> Self {
         let mut headers = self.headers.clone();
         for name in not_modified.keys() {
+            // The stored body depends on these: a 304 cannot change how it is encoded, which part
+            // of what it is, or which representation it is.
             if matches!(
                 *name,
-                header::CONTENT_LENGTH | header::AGE | header::TRANSFER_ENCODING
-            ) {
+                header::CONTENT_LENGTH
+                    | header::AGE
+                    | header::TRANSFER_ENCODING
+                    | header::CONTENT_ENCODING
+                    | header::CONTENT_RANGE
+                    | header::ETAG
+                    | header::SET_COOKIE
+            ) || name.as_str() == "content-md5"
+            {
                 continue;
             }
             headers.remove(name);

@@ -147,17 +147,14 @@ async fn answer(ctx: &Ctx<'_>, filled: Filled, stale: Option<Found>) -> (Served,
                 stored: if shared.kept { Ok(()) } else { Err(NoStore::TooLarge) },
             };
             let mut served = serve_streaming(ctx, shared, reader).await;
-            for cookie in set_cookie {
-                served.response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
+            with_cookies(&mut served, set_cookie);
             (served, handling)
         }
-        Filled::Refreshed(object) => {
+        Filled::Refreshed { object, set_cookie } => {
             let key = stale.map_or_else(|| ctx.keyed.primary.clone(), |found| found.key);
-            (
-                serve_object(ctx, object, &key, CacheResult::RefreshHit).await,
-                Handling::Refreshed,
-            )
+            let mut served = serve_object(ctx, object, &key, CacheResult::RefreshHit).await;
+            with_cookies(&mut served, set_cookie);
+            (served, Handling::Refreshed)
         }
         Filled::Stale => match stale {
             Some(found) => (
@@ -181,6 +178,14 @@ async fn answer(ctx: &Ctx<'_>, filled: Filled, stale: Option<Found>) -> (Served,
         }
         Filled::NotShared { reason, response: None } => alone(ctx, reason).await,
         Filled::Failed(e) => (errors::origin_failed(&e), Handling::OriginFailed),
+    }
+}
+
+/// Gives the viewer whose request fetched a response the cookies it set, which the stored copy
+/// does not keep.
+fn with_cookies(served: &mut Served, set_cookie: Vec<HeaderValue>) {
+    for cookie in set_cookie {
+        served.response.headers_mut().append(header::SET_COOKIE, cookie);
     }
 }
 

@@ -96,7 +96,8 @@ fn finish(edge: &Edge, runtime: &Runtime, served: Served) -> Response<Body> {
     headers.insert(X_EDGE_LOCATION, runtime.location.clone());
     headers.append(header::VIA, runtime.via.clone());
     if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        // RFC 9111 §1.2.2: ages beyond 2^31 are sent as 2^31.
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs().min(2_147_483_648)));
     }
     edge.metrics
         .requests
