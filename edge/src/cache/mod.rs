@@ -261,11 +261,15 @@ impl Cache {
     /// A variant derived from a stored object (a compressed one), made once however many ask
     /// (on a blocking thread) and stored under `key` unless a purge matched its source since the
     /// source was fetched. `None` when it cannot be made.
+    ///
+    /// Only derivations from content of one epoch are collapsed: a viewer holding content fetched
+    /// after a purge never waits for (and is never served) a variant of content from before it.
     pub(crate) async fn derive<F>(self: &Arc<Self>, key: &str, source: &Arc<CachedObject>, make: F) -> Option<Arc<CachedObject>>
     where
         F: FnOnce(&CachedObject) -> std::io::Result<CachedObject> + Send + 'static,
     {
-        let flight = match self.flights.join(key, &source.purge_path) {
+        let flight_key = format!("{key}\n@{}", source.epoch);
+        let flight = match self.flights.join(&flight_key, &source.purge_path) {
             Join::Leader(lead) => {
                 let flight = lead.flight().clone();
                 let landing = Landing {
