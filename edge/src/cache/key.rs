@@ -179,12 +179,16 @@ pub(crate) fn normalize_purge_prefix(prefix: &str) -> String {
 }
 
 /// RFC 3986 §6.2.2 normalization of percent-encodings: unreserved characters decoded, the hex
-/// digits of the others uppercased. Malformed `%` sequences are kept as they are.
+/// digits of the others uppercased. Text with a malformed `%` sequence is left as it is: decoding
+/// next to a stray `%` could make a new escape (`%%30` would become `%0`).
 pub(crate) fn normalize_encoding(text: &str) -> Cow<'_, str> {
-    if !text.contains('%') {
+    let bytes = text.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%' || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !text.contains('%') || !well_formed {
         return Cow::Borrowed(text);
     }
-    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -404,6 +408,7 @@ mod tests {
         assert_eq!(normalize_encoding("/a%2fb%7E%2D"), "/a%2Fb~-");
         assert_eq!(normalize_encoding("/100%"), "/100%");
         assert_eq!(normalize_encoding("/%zz%4"), "/%zz%4");
+        assert_eq!(normalize_encoding("/%%300"), "/%%300", "malformed: left alone");
         assert_eq!(normalize_encoding("/caf\u{e9}%41"), "/caf\u{e9}A");
         assert!(matches!(normalize_encoding("/plain"), Cow::Borrowed(_)));
         let p = policy(KeyList::All, KeyList::None, KeyList::None);
