@@ -199,33 +199,59 @@ async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let origin = Origin::start().await;
+    let gate = Arc::new(Notify::new());
     // Larger than every buffer between the edge and a viewer that reads nothing.
     let body = Bytes::from((0..64u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     origin.route(
         "/video",
         Reply::ok(body.clone())
             .header("etag", "\"v1\"")
-            .delay(Duration::from_millis(300)),
+            .delay(Duration::from_millis(300))
+            .mode(BodyMode::HeadThenGate(gate.clone())),
     );
     let mut config = base_config(&origin.url());
     config["cache"]["maxObjectBytes"] = json!(1 << 20);
-    let edge = Arc::new(Edge::start(config).await);
+    let edge = Edge::start(config).await;
 
-    // The stalled viewer asks first and reads nothing; the fast one joins the same fill.
-    let mut stalled = tokio::net::TcpStream::connect(edge.data).await.expect("connect");
+    // The stalled viewer asks first, through a small receive buffer (so the kernel does not read
+    // for it), and reads nothing but the head; the fast one joins the same fill.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 << 10).expect("receive buffer");
+    let mut stalled = socket.connect(edge.data).await.expect("connect");
     stalled
         .write_all(b"GET /video HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
         .await
         .expect("request");
     eventually(Duration::from_secs(10), "the fill started", async || origin.hits("/video") == 1).await;
-    let fast = tokio::time::timeout(Duration::from_secs(60), edge.get("/video"))
+    let fast = client().request(
+        Request::get(edge.url("/video"))
+            .header("host", "example.com")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    );
+    let fast = tokio::time::timeout(Duration::from_secs(10), fast)
         .await
-        .expect("the fast viewer is not held back by the stalled one");
-    assert_eq!(fast.body, body);
+        .expect("the fast viewer's head")
+        .expect("response");
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = stalled.read(&mut buf).await.expect("read the head");
+        assert!(n > 0, "the edge closed the stalled viewer's connection");
+        answer.extend_from_slice(&buf[..n]);
+    }
+
+    // Both are following the fill; the origin sends the body, and the stalled viewer reads none.
+    gate.notify_one();
+    let fast = tokio::time::timeout(Duration::from_secs(60), fast.into_body().collect())
+        .await
+        .expect("the fast viewer is not held back by the stalled one")
+        .expect("the fast viewer's body")
+        .to_bytes();
+    assert_eq!(fast, body);
 
     // The stalled viewer, reading at last, gets the whole body too: past the shared window it
     // continued with its own range request.
-    let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), stalled.read_to_end(&mut answer))
         .await
         .expect("the stalled viewer's answer completes")
@@ -240,6 +266,7 @@ async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
         origin.seen().iter().any(|s| s.headers.get("range").is_some_and(|r| r != "bytes=0-")),
         "the stalled viewer continued from where it was"
     );
+    assert_eq!(origin.hits("/video"), 2, "one shared fill, one continuation");
 }
 
 #[tokio::test(flavor = "multi_thread")]

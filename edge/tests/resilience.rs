@@ -61,11 +61,13 @@ async fn a_revalidation_cut_short_serves_the_stale_object() {
     let edge = Edge::start(base_config(&origin.url())).await;
     assert_eq!(edge.get("/s").await.text(), "stale but whole");
 
+    // Large enough that the edge has the new response's head and a first part of its body before
+    // the origin breaks the connection.
     origin.route(
         "/s",
-        Reply::ok("the new body, which the origin cuts short")
+        Reply::ok(vec![b'n'; 2 << 20])
             .header("cache-control", "max-age=60")
-            .mode(common::BodyMode::Truncate(10)),
+            .mode(common::BodyMode::Truncate(1 << 20)),
     );
     let r = edge.get("/s").await;
     assert_eq!(

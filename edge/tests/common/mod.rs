@@ -42,6 +42,8 @@ pub enum BodyMode {
     Gated(usize, Arc<Notify>),
     /// No Content-Length: chunked in pieces of this size.
     Chunked(usize),
+    /// Send the head, then the whole body once the gate opens.
+    HeadThenGate(Arc<Notify>),
 }
 
 /// What the origin answers for a path.
@@ -306,6 +308,16 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
                 .header("content-length", body.len())
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .expect("gated")
+        }
+        BodyMode::HeadThenGate(gate) => {
+            let stream = futures::stream::once(async move {
+                gate.notified().await;
+                Ok::<_, std::io::Error>(Frame::data(body))
+            });
+            builder
+                .header("content-length", reply.body.len())
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .expect("gated head")
         }
         BodyMode::Chunked(size) => {
             let pieces: Vec<Result<Frame<Bytes>, std::io::Error>> = body
