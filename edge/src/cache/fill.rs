@@ -178,6 +178,7 @@ pub(super) async fn run(landing: Landing, job: FillJob, leader: oneshot::Sender<
     let (mut parts, body) = fetched.response.into_parts();
     // The origin's Age counts, though the stored headers drop it (it is recomputed when served).
     let initial_age = freshness::initial_age(&parts.headers, request_time, response_time);
+    let upstream_age = parts.headers.get(header::AGE).cloned();
     let mut headers = storage_headers(std::mem::take(&mut parts.headers));
     let errors = job.rules.error_responses.clone();
     let policy = Policy {
@@ -191,8 +192,7 @@ pub(super) async fn run(landing: Landing, job: FillJob, leader: oneshot::Sender<
         if status == StatusCode::NOT_MODIFIED {
             let set_cookie = headers.get_all(header::SET_COOKIE).iter().cloned().collect();
             let _ = leader.send(Handoff::Cookies(set_cookie));
-            let origin = OriginFreshness::from_response(&headers);
-            let refreshed = Arc::new(stale.refreshed(&headers, initial_age, origin, epoch));
+            let refreshed = Arc::new(stale.refreshed(&headers, initial_age, epoch));
             let content = refreshed.provenance();
             let entry = Entry::Object(refreshed.clone());
             if !cache.store_fill(&content, vec![(landing.lead.flight().key().to_owned(), entry)]) {
@@ -216,6 +216,10 @@ pub(super) async fn run(landing: Landing, job: FillJob, leader: oneshot::Sender<
             cache.count(Err(reason));
             landing.land();
             parts.headers = headers;
+            // Passed on as it came: its Age too.
+            if let Some(age) = upstream_age {
+                parts.headers.insert(header::AGE, age);
+            }
             let response = http::Response::from_parts(parts, body);
             let _ = leader.send(Handoff::Response(Fetched {
                 response,

@@ -54,13 +54,7 @@ impl CachedObject {
     /// The object refreshed by a 304 to a request sent at `epoch`: the 304's headers replace the
     /// stored ones of the same name (RFC 9111 §3.2, §4.3.4), except those the stored body depends
     /// on and `Set-Cookie` (never stored), and the age restarts from the 304.
-    pub(crate) fn refreshed(
-        &self,
-        not_modified: &HeaderMap,
-        initial_age: Duration,
-        origin: OriginFreshness,
-        epoch: u64,
-    ) -> Self {
+    pub(crate) fn refreshed(&self, not_modified: &HeaderMap, initial_age: Duration, epoch: u64) -> Self {
         let mut headers = self.headers.clone();
         for name in not_modified.keys() {
             // The stored body depends on these: a 304 cannot change how it is encoded, which part
@@ -83,11 +77,12 @@ impl CachedObject {
                 headers.append(name.clone(), value.clone());
             }
         }
+        // The updated headers say how fresh it is now (a 304 may repeat none of them).
         Self {
+            origin: OriginFreshness::from_response(&headers),
             headers,
             stored_at: SystemTime::now(),
             initial_age,
-            origin,
             epoch,
             ..self.clone()
         }

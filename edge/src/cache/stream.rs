@@ -311,10 +311,14 @@ impl BodyReader {
                         };
                         match result {
                             Ok(body) => {
+                                tracing::debug!(offset = self.offset, "a slow viewer continues on its own");
                                 self.alone = Some(body);
                                 continue;
                             }
-                            Err(e) => return Some(Err(e)),
+                            Err(e) => {
+                                tracing::info!(error = %e, "a slow viewer's response ends early");
+                                return Some(Err(e));
+                            }
                         }
                     }
                 },
