@@ -131,7 +131,11 @@ async fn run(cli: Cli) -> Result<()> {
     listen.upload = cli.listen_upload.or(listen.upload);
     let store = Store::open(&runtime.config.cache).await?;
     let metrics = Metrics::new();
-    let edge = Arc::new(Edge::new(runtime, Arc::new(Cache::new(store, metrics.clone())), metrics));
+    let edge = Arc::new(Edge::new(
+        runtime,
+        Arc::new(Cache::new(store, metrics.clone())),
+        metrics,
+    ));
 
     let data_listener = server::bind(listen.data).await?;
     let admin_listener = server::bind(listen.admin).await?;

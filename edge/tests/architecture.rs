@@ -219,7 +219,13 @@ fn top_level_modules_depend_on_each_other_in_one_direction() {
             .windows(2)
             .map(|w| {
                 let used = &graph[&w[0]][&w[1]];
-                format!("  {} -> {}: {} uses {}", w[0], w[1], used.file.display(), used.path)
+                format!(
+                    "  {} -> {}: {} uses {}",
+                    w[0],
+                    w[1],
+                    used.file.display(),
+                    used.path
+                )
             })
             .collect();
         panic!("modules import each other in a circle:\n{}", edges.join("\n"));

@@ -53,32 +53,57 @@ async fn reused(edge: &Edge, origin: &Origin, path: &str) -> bool {
 async fn error_responses_follow_the_origins_freshness_with_error_caching_origin() {
     let origin = Origin::start().await;
     let past = http_date(-3_600);
-    origin.route("/gone-stale", Reply::status(503, "busy").header("expires", &past).header("date", &http_date(0)));
+    origin.route(
+        "/gone-stale",
+        Reply::status(503, "busy")
+            .header("expires", &past)
+            .header("date", &http_date(0)),
+    );
     let modified = http_date(-86_400);
     for status in [403, 502, 503, 504] {
-        origin.route(&format!("/lm-{status}"), Reply::status(status, "error").header("last-modified", &modified));
+        origin.route(
+            &format!("/lm-{status}"),
+            Reply::status(status, "error").header("last-modified", &modified),
+        );
     }
-    origin.route("/lm-404", Reply::status(404, "missing").header("last-modified", &modified));
+    origin.route(
+        "/lm-404",
+        Reply::status(404, "missing").header("last-modified", &modified),
+    );
 
     let mut config = rfc_config(&origin);
     config["defaultBehavior"]["errorCaching"] = json!("origin");
     let edge = Edge::start(config).await;
-    assert!(!reused(&edge, &origin, "/gone-stale").await, "already stale: not reused");
+    assert!(
+        !reused(&edge, &origin, "/gone-stale").await,
+        "already stale: not reused"
+    );
     for status in [403, 502, 503, 504] {
         assert!(
             !reused(&edge, &origin, &format!("/lm-{status}")).await,
             "{status} with only Last-Modified is not heuristically cacheable"
         );
     }
-    assert!(reused(&edge, &origin, "/lm-404").await, "404 may be reused heuristically");
+    assert!(
+        reused(&edge, &origin, "/lm-404").await,
+        "404 may be reused heuristically"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_caching_keeps_cloudfronts_minimum_by_default() {
     let origin = Origin::start().await;
-    origin.route("/gone-stale", Reply::status(503, "busy").header("expires", &http_date(-3_600)).header("date", &http_date(0)));
+    origin.route(
+        "/gone-stale",
+        Reply::status(503, "busy")
+            .header("expires", &http_date(-3_600))
+            .header("date", &http_date(0)),
+    );
     let edge = Edge::start(rfc_config(&origin)).await;
-    assert!(reused(&edge, &origin, "/gone-stale").await, "cached for errorCachingMinTtl");
+    assert!(
+        reused(&edge, &origin, "/gone-stale").await,
+        "cached for errorCachingMinTtl"
+    );
 }
 
 // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and the
@@ -87,7 +112,10 @@ async fn error_caching_keeps_cloudfronts_minimum_by_default() {
 async fn successful_unsafe_requests_invalidate_the_target_and_its_locations() {
     let origin = Origin::start().await;
     for path in ["/items", "/items/7", "/items/7/summary", "/elsewhere"] {
-        origin.route(path, Reply::ok(format!("{path} v1")).header("cache-control", "max-age=600"));
+        origin.route(
+            path,
+            Reply::ok(format!("{path} v1")).header("cache-control", "max-age=600"),
+        );
     }
     let edge = Edge::start(rfc_config(&origin)).await;
     for path in ["/items?page=1", "/items/7", "/items/7/summary", "/elsewhere"] {
@@ -98,16 +126,27 @@ async fn successful_unsafe_requests_invalidate_the_target_and_its_locations() {
         "/items",
         Reply::status(201, "created")
             .header("location", "/items/7")
-            .header("content-location", &format!("http://{}/items/7/summary", edge.data)),
+            .header(
+                "content-location",
+                &format!("http://{}/items/7/summary", edge.data),
+            ),
     );
     let posted = edge
         .request(Method::POST, "/items?page=1", &[], Bytes::from_static(b"{}"))
         .await;
     assert_eq!(posted.status, 201);
     for path in ["/items?page=1", "/items/7", "/items/7/summary"] {
-        assert_eq!(edge.get(path).await.x_cache(), "Miss from edgefleet", "{path} invalidated");
+        assert_eq!(
+            edge.get(path).await.x_cache(),
+            "Miss from edgefleet",
+            "{path} invalidated"
+        );
     }
-    assert_eq!(edge.get("/elsewhere").await.x_cache(), "Hit from edgefleet", "other URIs stay");
+    assert_eq!(
+        edge.get("/elsewhere").await.x_cache(),
+        "Hit from edgefleet",
+        "other URIs stay"
+    );
 
     // An error answer invalidates nothing.
     origin.route("/items/7", Reply::status(409, "conflict"));
@@ -122,17 +161,24 @@ async fn an_age_list_counts_its_first_member() {
     let origin = Origin::start().await;
     origin.route(
         "/aged",
-        Reply::ok("old").header("cache-control", "max-age=3600").header("age", "7200, 0"),
+        Reply::ok("old")
+            .header("cache-control", "max-age=3600")
+            .header("age", "7200, 0"),
     );
     origin.route(
         "/young",
-        Reply::ok("new").header("cache-control", "max-age=3600").header("age", "0, 7200"),
+        Reply::ok("new")
+            .header("cache-control", "max-age=3600")
+            .header("age", "0, 7200"),
     );
     let edge = Edge::start(rfc_config(&origin)).await;
     let first = edge.get("/aged").await;
     let age: u64 = first.header("age").parse().expect("an Age header");
     assert!(age >= 7200, "the age sent on is the first member's: {age}");
-    assert!(!reused(&edge, &origin, "/aged").await, "7200 s old with max-age 3600 is stale");
+    assert!(
+        !reused(&edge, &origin, "/aged").await,
+        "7200 s old with max-age 3600 is stale"
+    );
     assert!(reused(&edge, &origin, "/young").await);
 }
 
@@ -166,7 +212,11 @@ async fn cdn_cache_control_takes_precedence_over_cache_control() {
             "Cache-Control: {cache_control}, CDN-Cache-Control: {cdn}"
         );
     }
-    assert_eq!(edge.get("/cdn-fresh").await.header("cdn-cache-control"), "max-age=600", "passed on");
+    assert_eq!(
+        edge.get("/cdn-fresh").await.header("cdn-cache-control"),
+        "max-age=600",
+        "passed on"
+    );
 }
 
 // RFC 9111 §3: any final status may be stored when the response has explicit freshness.
@@ -180,11 +230,17 @@ async fn any_status_with_explicit_freshness_is_reused() {
                 .header("cache-control", "max-age=600")
                 .header("location", "/target"),
         );
-        origin.route(&format!("/plain{status}"), Reply::status(status, "moved").header("location", "/target"));
+        origin.route(
+            &format!("/plain{status}"),
+            Reply::status(status, "moved").header("location", "/target"),
+        );
     }
     let edge = Edge::start(rfc_config(&origin)).await;
     for status in [302, 307, 410] {
-        assert!(reused(&edge, &origin, &format!("/s{status}")).await, "{status} with max-age");
+        assert!(
+            reused(&edge, &origin, &format!("/s{status}")).await,
+            "{status} with max-age"
+        );
     }
     for status in [302, 307] {
         assert!(
@@ -223,23 +279,41 @@ async fn interim_origin(interim: &'static str) -> std::net::SocketAddr {
 // 101) to HTTP/1.1 viewers.
 #[tokio::test(flavor = "multi_thread")]
 async fn interim_responses_reach_the_viewer() {
-    let addr = interim_origin("HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n").await;
+    let addr =
+        interim_origin("HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n").await;
     let mut config = base_config(&format!("http://{addr}"));
     config["defaultBehavior"]["allowedMethods"] = json!(["GET", "HEAD", "POST"]);
     let edge = Edge::start(config).await;
     for (method, path) in [("GET", "/page"), ("POST", "/form")] {
-        let request = format!("{method} {path} HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
         let answer = raw(edge.data, request.as_bytes(), Duration::from_secs(10)).await;
-        let hints = answer.find("HTTP/1.1 103 Early Hints").unwrap_or_else(|| panic!("{method}: no 103 in {answer:?}"));
+        let hints = answer
+            .find("HTTP/1.1 103 Early Hints")
+            .unwrap_or_else(|| panic!("{method}: no 103 in {answer:?}"));
         let final_head = answer.find("HTTP/1.1 200").expect("a final response");
         assert!(hints < final_head, "{answer}");
-        assert!(answer[hints..final_head].contains("</style.css>; rel=preload"), "{answer}");
+        assert!(
+            answer[hints..final_head].contains("</style.css>; rel=preload"),
+            "{answer}"
+        );
         assert!(answer.ends_with("final"), "{answer}");
     }
     // A cached answer has no interim response to repeat.
-    let again = raw(edge.data, b"GET /page HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n", Duration::from_secs(10)).await;
+    let again = raw(
+        edge.data,
+        b"GET /page HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
-    let old = raw(edge.data, b"GET /other HTTP/1.0\r\nhost: example.com\r\n\r\n", Duration::from_secs(10)).await;
+    let old = raw(
+        edge.data,
+        b"GET /other HTTP/1.0\r\nhost: example.com\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(!old.contains(" 103 "), "never to HTTP/1.0 viewers: {old}");
 }
 
@@ -261,20 +335,38 @@ async fn set_cookie_reaches_its_viewer_and_no_other() {
         let edge = Edge::start(config).await;
         let before = origin.hits("/login");
         let first = edge.get("/login").await;
-        assert_eq!(first.header("set-cookie"), "session=fresh-secret", "cookies {cookies}");
+        assert_eq!(
+            first.header("set-cookie"),
+            "session=fresh-secret",
+            "cookies {cookies}"
+        );
         let second = edge.get("/login").await;
-        assert_eq!(second.header("set-cookie"), "session=fresh-secret", "a fresh fetch, its own cookie");
-        assert_eq!(origin.hits("/login") - before, 2, "never served from cache (cookies {cookies})");
+        assert_eq!(
+            second.header("set-cookie"),
+            "session=fresh-secret",
+            "a fresh fetch, its own cookie"
+        );
+        assert_eq!(
+            origin.hits("/login") - before,
+            2,
+            "never served from cache (cookies {cookies})"
+        );
     }
 
     let mut config = rfc_config(&origin);
     config["defaultBehavior"]["cacheSetCookieResponses"] = json!(true);
     let edge = Edge::start(config).await;
     let before = origin.hits("/login");
-    assert_eq!(edge.get("/login").await.header("set-cookie"), "session=fresh-secret");
+    assert_eq!(
+        edge.get("/login").await.header("set-cookie"),
+        "session=fresh-secret"
+    );
     let cached = edge.get("/login").await;
     assert_eq!(cached.x_cache(), "Hit from edgefleet");
-    assert!(!cached.headers.contains_key("set-cookie"), "the stored copy has no cookie");
+    assert!(
+        !cached.headers.contains_key("set-cookie"),
+        "the stored copy has no cookie"
+    );
     assert_eq!(origin.hits("/login") - before, 1);
 }
 
@@ -282,7 +374,10 @@ async fn set_cookie_reaches_its_viewer_and_no_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_status_says_why_a_response_was_not_stored() {
     let origin = Origin::start().await;
-    origin.route("/private", Reply::ok("mine").header("cache-control", "private, max-age=60"));
+    origin.route(
+        "/private",
+        Reply::ok("mine").header("cache-control", "private, max-age=60"),
+    );
     origin.route("/shared", Reply::ok("ours").header("cache-control", "max-age=60"));
     let edge = Edge::start(rfc_config(&origin)).await;
     let debug = [("x-edgefleet-debug", "cache")];
@@ -295,8 +390,14 @@ async fn cache_status_says_why_a_response_was_not_stored() {
         edge.get_with("/shared", &debug).await.header("cache-status"),
         "edgefleet; fwd=miss; fwd-status=200; stored"
     );
-    assert_eq!(edge.get_with("/shared", &debug).await.header("cache-status"), "edgefleet; hit");
-    assert!(!edge.get("/shared").await.headers.contains_key("cache-status"), "only when asked");
+    assert_eq!(
+        edge.get_with("/shared", &debug).await.header("cache-status"),
+        "edgefleet; hit"
+    );
+    assert!(
+        !edge.get("/shared").await.headers.contains_key("cache-status"),
+        "only when asked"
+    );
     let metrics = edge.admin(Method::GET, "/metrics", None).await.text();
     assert!(
         metrics.contains("edgefleet_edge_cache_admissions_total{decision=\"no-store\",reason=\"private\"} 1"),

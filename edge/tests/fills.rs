@@ -222,7 +222,10 @@ async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
         .write_all(b"GET /video HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
         .await
         .expect("request");
-    eventually(Duration::from_secs(10), "the fill started", async || origin.hits("/video") == 1).await;
+    eventually(Duration::from_secs(10), "the fill started", async || {
+        origin.hits("/video") == 1
+    })
+    .await;
     let fast = client().request(
         Request::get(edge.url("/video"))
             .header("host", "example.com")
@@ -260,8 +263,16 @@ async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
         .expect("read");
     let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
     let received = &answer[head_end..];
-    let ranges: Vec<_> = origin.seen().iter().filter_map(|s| s.headers.get("range").cloned()).collect();
-    assert_eq!(received.len(), body.len(), "the stalled viewer's body is whole (ranges asked: {ranges:?})");
+    let ranges: Vec<_> = origin
+        .seen()
+        .iter()
+        .filter_map(|s| s.headers.get("range").cloned())
+        .collect();
+    assert_eq!(
+        received.len(),
+        body.len(),
+        "the stalled viewer's body is whole (ranges asked: {ranges:?})"
+    );
     assert_eq!(
         Sha256::digest(received),
         Sha256::digest(&body),
@@ -269,7 +280,10 @@ async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
         received.iter().zip(body.iter()).position(|(a, b)| a != b)
     );
     assert!(
-        origin.seen().iter().any(|s| s.headers.get("range").is_some_and(|r| r != "bytes=0-")),
+        origin
+            .seen()
+            .iter()
+            .any(|s| s.headers.get("range").is_some_and(|r| r != "bytes=0-")),
         "the stalled viewer continued from where it was"
     );
     assert_eq!(origin.hits("/video"), 2, "one shared fill, one continuation");

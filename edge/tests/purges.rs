@@ -43,9 +43,11 @@ async fn a_purge_during_a_compressed_fill_leaves_no_old_compressed_variant() {
         let edge = edge.clone();
         tokio::spawn(async move { edge.get_with("/app.js", &[("accept-encoding", "gzip")]).await })
     };
-    common::eventually(Duration::from_secs(10), "the fill reached the origin", async || {
-        origin.hits("/app.js") == 1
-    })
+    common::eventually(
+        Duration::from_secs(10),
+        "the fill reached the origin",
+        async || origin.hits("/app.js") == 1,
+    )
     .await;
     let purge = edge.invalidate("during-fill", &["/app.js"]).await;
     assert_eq!(purge.status, 200, "{}", purge.text());
@@ -59,7 +61,11 @@ async fn a_purge_during_a_compressed_fill_leaves_no_old_compressed_variant() {
     );
     gate.notify_one();
     let first = first.await.expect("first viewer");
-    assert_eq!(gunzip(&first.body), old, "the viewer waiting before the purge gets the old body");
+    assert_eq!(
+        gunzip(&first.body),
+        old,
+        "the viewer waiting before the purge gets the old body"
+    );
 
     for encoding in ["gzip", "identity"] {
         let after = edge.get_with("/app.js", &[("accept-encoding", encoding)]).await;
@@ -68,21 +74,31 @@ async fn a_purge_during_a_compressed_fill_leaves_no_old_compressed_variant() {
         } else {
             after.text()
         };
-        assert_eq!(body, text("v2"), "{encoding} viewers after the purge get the new body");
+        assert_eq!(
+            body,
+            text("v2"),
+            "{encoding} viewers after the purge get the new body"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purging_the_root_path_purges_the_default_root_object() {
     let origin = Origin::start().await;
-    origin.route("/index.html", Reply::ok("home v1").header("cache-control", "max-age=600"));
+    origin.route(
+        "/index.html",
+        Reply::ok("home v1").header("cache-control", "max-age=600"),
+    );
     let mut config = base_config(&origin.url());
     config["defaultRootObject"] = json!("index.html");
     let edge = Edge::start(config).await;
     edge.get("/").await;
     assert_eq!(edge.get("/").await.x_cache(), "Hit from edgefleet");
 
-    origin.route("/index.html", Reply::ok("home v2").header("cache-control", "max-age=600"));
+    origin.route(
+        "/index.html",
+        Reply::ok("home v2").header("cache-control", "max-age=600"),
+    );
     let purge = edge.invalidate("root", &["/"]).await;
     assert_eq!(purge.status, 200, "{}", purge.text());
     assert_eq!(purge.json()["purged"]["objects"], 1, "{}", purge.text());
@@ -105,7 +121,11 @@ async fn a_purge_matches_every_spelling_of_a_path() {
     for spelling in ["/gen/abc", "/gen/%61bc", "/gen/a%62c"] {
         assert_eq!(edge.get(spelling).await.text(), "v2", "{spelling}");
     }
-    assert_eq!(origin.hits("/gen/abc"), 2, "one object for every spelling, fetched twice");
+    assert_eq!(
+        origin.hits("/gen/abc"),
+        2,
+        "one object for every spelling, fetched twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,7 +167,10 @@ async fn concurrent_fills_and_purges_never_serve_purged_content_afterwards() {
                     _ => r.text(),
                 };
                 let seen: u32 = body[8..14].parse().expect("a version");
-                assert!(seen >= at_least, "{path} ({encoding}): version {seen} after purge {at_least}");
+                assert!(
+                    seen >= at_least,
+                    "{path} ({encoding}): version {seen} after purge {at_least}"
+                );
                 checked += 1;
             }
             checked

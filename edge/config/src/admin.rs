@@ -102,9 +102,7 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err(format!("a path is longer than {MAX_PATH_LEN} characters"));
     }
     match path.find('*') {
-        Some(i) if i != path.len() - 1 => Err(format!(
-            "{path:?}: '*' is allowed only as the last character"
-        )),
+        Some(i) if i != path.len() - 1 => Err(format!("{path:?}: '*' is allowed only as the last character")),
         _ => Ok(()),
     }
 }

@@ -35,7 +35,9 @@ fn patterns(paths: &[String], root_object: Option<&str>) -> Result<Vec<(PurgePat
     let mut patterns = Vec::with_capacity(paths.len());
     for path in paths {
         patterns.push((PurgePattern::parse(path)?, path.clone()));
-        let (bare, query) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
+        let (bare, query) = path
+            .split_once('?')
+            .map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
         if let (Some(root), "/") = (root_object, bare) {
             let as_root = match query {
                 Some(q) => format!("{root}?{q}"),
@@ -133,7 +135,10 @@ mod tests {
     #[test]
     fn the_root_path_purges_the_default_root_object() {
         assert_eq!(purged(&["/"], Some("/index.html")), ["/", "/index.html"]);
-        assert_eq!(purged(&["/?v=2"], Some("/index.html")), ["/?v=2", "/index.html?v=2"]);
+        assert_eq!(
+            purged(&["/?v=2"], Some("/index.html")),
+            ["/?v=2", "/index.html?v=2"]
+        );
         assert_eq!(purged(&["/"], None), ["/"]);
         assert_eq!(purged(&["/*", "/a"], Some("/index.html")), ["/*", "/a"]);
     }

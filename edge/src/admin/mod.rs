@@ -43,7 +43,10 @@ impl AdminState {
 pub(crate) fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route(admin::INVALIDATIONS_PATH, post(invalidations::create))
-        .route(&format!("{}/{{id}}", admin::INVALIDATIONS_PATH), get(invalidations::show))
+        .route(
+            &format!("{}/{{id}}", admin::INVALIDATIONS_PATH),
+            get(invalidations::show),
+        )
         .route("/reload", post(reload))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -83,19 +86,21 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 
 /// The admin port while the edge waits for its first configuration: alive, not ready, and why.
 pub(crate) fn waiting_router(reason: tokio::sync::watch::Receiver<String>) -> Router {
-    Router::new().route(admin::HEALTH_PATH, get(|| async { "ok\n" })).route(
-        admin::READY_PATH,
-        get(move || {
-            let why = reason.borrow().clone();
-            async move {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("waiting for configuration: {why}\n"),
-                )
-                    .into_response()
-            }
-        }),
-    )
+    Router::new()
+        .route(admin::HEALTH_PATH, get(|| async { "ok\n" }))
+        .route(
+            admin::READY_PATH,
+            get(move || {
+                let why = reason.borrow().clone();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("waiting for configuration: {why}\n"),
+                    )
+                        .into_response()
+                }
+            }),
+        )
 }
 
 /// Ready once a configuration is loaded (until then [`waiting_router`] answers) and, at start,

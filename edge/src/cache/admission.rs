@@ -173,7 +173,13 @@ mod tests {
     use super::*;
     use crate::cache::freshness::TtlPolicy;
 
-    fn decide_with(status: u16, pairs: &[(&'static str, &'static str)], auth: bool, cookies: bool, min: u64) -> Admission {
+    fn decide_with(
+        status: u16,
+        pairs: &[(&'static str, &'static str)],
+        auth: bool,
+        cookies: bool,
+        min: u64,
+    ) -> Admission {
         let errors = HashMap::new();
         let policy = Policy {
             ttl: TtlPolicy {
@@ -209,15 +215,35 @@ mod tests {
         let fresh = ("cache-control", "max-age=60");
         assert_eq!(reason(200, &[fresh]), None);
         assert_eq!(reason(206, &[fresh]), Some(NoStore::Status));
-        assert_eq!(reason(200, &[("cache-control", "no-store, max-age=60")]), Some(NoStore::NoStoreDirective));
-        assert_eq!(reason(200, &[("cache-control", "private, max-age=60")]), Some(NoStore::Private));
-        assert_eq!(reason(200, &[("cache-control", "no-cache")]), Some(NoStore::NoCache));
-        assert_eq!(reason(200, &[]), Some(NoStore::NoLifetime), "default TTL 0, no validator");
-        assert_eq!(reason(200, &[("etag", "\"v\"")]), None, "TTL 0 with a validator: revalidated");
+        assert_eq!(
+            reason(200, &[("cache-control", "no-store, max-age=60")]),
+            Some(NoStore::NoStoreDirective)
+        );
+        assert_eq!(
+            reason(200, &[("cache-control", "private, max-age=60")]),
+            Some(NoStore::Private)
+        );
+        assert_eq!(
+            reason(200, &[("cache-control", "no-cache")]),
+            Some(NoStore::NoCache)
+        );
+        assert_eq!(
+            reason(200, &[]),
+            Some(NoStore::NoLifetime),
+            "default TTL 0, no validator"
+        );
+        assert_eq!(
+            reason(200, &[("etag", "\"v\"")]),
+            None,
+            "TTL 0 with a validator: revalidated"
+        );
         assert_eq!(reason(302, &[]), Some(NoStore::NoLifetime));
         assert_eq!(reason(302, &[fresh]), None);
         assert_eq!(reason(200, &[fresh, ("vary", "*")]), Some(NoStore::VaryAll));
-        assert_eq!(reason(200, &[fresh, ("set-cookie", "id=1")]), Some(NoStore::SetCookie));
+        assert_eq!(
+            reason(200, &[fresh, ("set-cookie", "id=1")]),
+            Some(NoStore::SetCookie)
+        );
         assert!(matches!(
             decide_with(200, &[fresh], true, false, 0),
             Admission::NoStore(NoStore::Authorization)
@@ -230,9 +256,13 @@ mod tests {
 
     #[test]
     fn cookies_are_stripped_when_the_behavior_stores_them() {
-        let Admission::Store(storable) =
-            decide_with(200, &[("cache-control", "max-age=60"), ("set-cookie", "id=1")], false, true, 0)
-        else {
+        let Admission::Store(storable) = decide_with(
+            200,
+            &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
+            false,
+            true,
+            0,
+        ) else {
             panic!("stored with the behavior's opt-in")
         };
         assert!(storable.strip_set_cookie);
@@ -250,14 +280,23 @@ mod tests {
     fn vary_names_are_sorted_without_accept_encoding() {
         let Admission::Store(storable) = decide_with(
             200,
-            &[("cache-control", "max-age=60"), ("vary", "X-B, accept-encoding"), ("vary", "x-a")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("vary", "X-B, accept-encoding"),
+                ("vary", "x-a"),
+            ],
             false,
             false,
             0,
         ) else {
             panic!("stored")
         };
-        let names: Vec<&str> = storable.vary.iter().flat_map(|v| v.iter()).map(HeaderName::as_str).collect();
+        let names: Vec<&str> = storable
+            .vary
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(HeaderName::as_str)
+            .collect();
         assert_eq!(names, ["x-a", "x-b"]);
     }
 }

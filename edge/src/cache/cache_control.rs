@@ -32,7 +32,12 @@ impl Directives {
             return Self { cc, targeted: true };
         }
         Self {
-            cc: CacheControl::parse(headers.get_all(header::CACHE_CONTROL).iter().map(|v| v.as_bytes())),
+            cc: CacheControl::parse(
+                headers
+                    .get_all(header::CACHE_CONTROL)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            ),
             targeted: false,
         }
     }
@@ -60,7 +65,9 @@ fn targeted(headers: &HeaderMap) -> Option<CacheControl> {
             continue;
         };
         let seconds = || match &item.bare_item {
-            sfv::BareItem::Integer(n) => u64::try_from(i64::from(*n)).ok().map(|n| n.min(MAX_DELTA_SECONDS)),
+            sfv::BareItem::Integer(n) => u64::try_from(i64::from(*n))
+                .ok()
+                .map(|n| n.min(MAX_DELTA_SECONDS)),
             _ => None,
         };
         let flag = || match &item.bare_item {
@@ -299,7 +306,10 @@ mod tests {
         ]);
         assert!(d.targeted);
         assert_eq!(d.cc.max_age, Some(1));
-        let d = directives(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=600")]);
+        let d = directives(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600"),
+        ]);
         assert!(d.targeted && !d.cc.no_store);
         for flag in ["private", "no-store", "no-cache"] {
             let mut headers = HeaderMap::new();
@@ -308,13 +318,24 @@ mod tests {
             let d = Directives::of(&headers);
             assert!(d.cc.private || d.cc.no_store || d.cc.no_cache, "{flag}");
         }
-        let d = directives(&[("cdn-cache-control", "foobar, max-age=3600"), ("cdn-cache-control", "must-revalidate")]);
+        let d = directives(&[
+            ("cdn-cache-control", "foobar, max-age=3600"),
+            ("cdn-cache-control", "must-revalidate"),
+        ]);
         assert_eq!((d.cc.max_age, d.cc.must_revalidate), (Some(3600), true));
     }
 
     #[test]
     fn invalid_cdn_cache_control_is_ignored_whole() {
-        for invalid in ["max-age=10000, &&&&&", "max-age=\"10000\"", "max-age =100", "max-age= 100", "MaX-aGe=3600", "max-age=-1", ""] {
+        for invalid in [
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "max-age =100",
+            "max-age= 100",
+            "MaX-aGe=3600",
+            "max-age=-1",
+            "",
+        ] {
             let d = directives(&[("cache-control", "max-age=1"), ("cdn-cache-control", invalid)]);
             assert!(!d.targeted, "{invalid}");
             assert_eq!(d.cc.max_age, Some(1), "{invalid}");

@@ -268,7 +268,8 @@ mod tests {
     }
 
     fn policy(ttl: TtlPolicy, error_caching: ErrorCaching) -> Policy<'static> {
-        static NONE: std::sync::LazyLock<HashMap<u16, ErrorResponse>> = std::sync::LazyLock::new(HashMap::new);
+        static NONE: std::sync::LazyLock<HashMap<u16, ErrorResponse>> =
+            std::sync::LazyLock::new(HashMap::new);
         Policy {
             ttl,
             stale_if_error: 0,
@@ -331,8 +332,14 @@ mod tests {
             default: 200,
             max: 300,
         };
-        assert_eq!(ttl(&origin(&[("cache-control", "max-age=5")]), &policy), Some(100));
-        assert_eq!(ttl(&origin(&[("cache-control", "max-age=5000")]), &policy), Some(300));
+        assert_eq!(
+            ttl(&origin(&[("cache-control", "max-age=5")]), &policy),
+            Some(100)
+        );
+        assert_eq!(
+            ttl(&origin(&[("cache-control", "max-age=5000")]), &policy),
+            Some(300)
+        );
         let inverted_default = TtlPolicy {
             min: 10,
             default: 86_400,

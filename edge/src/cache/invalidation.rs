@@ -185,8 +185,16 @@ mod tests {
 
     #[test]
     fn equivalent_spellings_match() {
-        assert!(PurgePattern::parse("/gen/%61bc").expect("valid").matches("/gen/abc"));
-        assert!(PurgePattern::parse("/gen/%61*").expect("valid").matches("/gen/abc"));
+        assert!(
+            PurgePattern::parse("/gen/%61bc")
+                .expect("valid")
+                .matches("/gen/abc")
+        );
+        assert!(
+            PurgePattern::parse("/gen/%61*")
+                .expect("valid")
+                .matches("/gen/abc")
+        );
         assert!(PurgePattern::parse("/a?x=%7e").expect("valid").matches("/a?x=~"));
     }
 

@@ -184,7 +184,9 @@ pub(crate) fn normalize_purge_prefix(prefix: &str) -> String {
 pub(crate) fn normalize_encoding(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
-        b != b'%' || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
     });
     if !text.contains('%') || !well_formed {
         return Cow::Borrowed(text);
@@ -286,7 +288,13 @@ fn select_query(query: Option<&str>, list: &KeyList) -> Option<String> {
         return None;
     }
     pairs.sort_unstable();
-    Some(pairs.iter().map(|(_, pair)| pair.as_ref()).collect::<Vec<_>>().join("&"))
+    Some(
+        pairs
+            .iter()
+            .map(|(_, pair)| pair.as_ref())
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
 }
 
 /// The selected cookies, sorted, joined with [`ITEM`].

@@ -75,7 +75,10 @@ impl Source for Request {
                 "/varied" => headers.extend([("cache-control", "max-age=600"), ("vary", "x-v")]),
                 _ => headers.push(("cache-control", "max-age=600")),
             }
-            if extra.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+            if extra
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            {
                 return Ok(fetched(304, &headers, Bytes::new()));
             }
             Ok(fetched(200, &headers, Bytes::from(body)))
@@ -86,7 +89,12 @@ impl Source for Request {
 #[derive(Debug, Clone)]
 enum Step {
     /// A viewer asks for a path (with a query string, a `Vary` value, compressed or not).
-    View { path: usize, query: bool, vary: bool, derived: bool },
+    View {
+        path: usize,
+        query: bool,
+        vary: bool,
+        derived: bool,
+    },
     /// The origin answers its oldest waiting request.
     Answer,
     /// The origin changes a path (or every path), then the edge purges it.
@@ -114,7 +122,14 @@ fn version_of(body: &[u8]) -> u32 {
 
 /// One viewer: what the request path does with the cache's answers, reduced to the content's
 /// version. `None` when it got nothing from the cache (an origin failure cannot happen here).
-async fn view(cache: Arc<Cache>, origin: Arc<FakeOrigin>, path: &'static str, query: bool, vary: bool, derived: bool) -> Option<u32> {
+async fn view(
+    cache: Arc<Cache>,
+    origin: Arc<FakeOrigin>,
+    path: &'static str,
+    query: bool,
+    vary: bool,
+    derived: bool,
+) -> Option<u32> {
     let errors = HashMap::new();
     let policy = Policy {
         ttl: TtlPolicy {
@@ -169,7 +184,10 @@ async fn view(cache: Arc<Cache>, origin: Arc<FakeOrigin>, path: &'static str, qu
     };
     let (object, key) = match cache.lookup(&ask).await {
         Lookup::Fresh(found) => (found.object, found.key),
-        Lookup::Stale { found, .. } => match cache.fill(&ask, &found.key, job(Some(found.object.clone()))).await {
+        Lookup::Stale { found, .. } => match cache
+            .fill(&ask, &found.key, job(Some(found.object.clone())))
+            .await
+        {
             Filled::Refreshed { object, .. } => (object, found.key),
             filled => return read(filled).await,
         },
@@ -230,13 +248,21 @@ fn run(steps: Vec<Step>) {
         let mut viewers = Vec::new();
         for step in steps {
             match step {
-                Step::View { path, query, vary, derived } => {
+                Step::View {
+                    path,
+                    query,
+                    vary,
+                    derived,
+                } => {
                     let path = PATHS[path];
                     let floor = floors.lock().get(&(path, query)).copied().unwrap_or(0);
                     let (cache, origin) = (cache.clone(), origin.clone());
                     viewers.push(tokio::spawn(async move {
                         if let Some(seen) = view(cache, origin, path, query, vary, derived).await {
-                            assert!(seen >= floor, "{path}: version {seen} after a purge guaranteeing {floor}");
+                            assert!(
+                                seen >= floor,
+                                "{path}: version {seen} after a purge guaranteeing {floor}"
+                            );
                         }
                     }));
                 }

@@ -214,17 +214,21 @@ impl Cache {
             None => None,
         };
         match (outcome, handoff) {
-            (Some(Outcome::Streaming(shared)), Some(Handoff::Reader(reader, set_cookie))) => Filled::Streaming {
-                shared,
-                reader: Some(reader),
-                set_cookie,
-            },
+            (Some(Outcome::Streaming(shared)), Some(Handoff::Reader(reader, set_cookie))) => {
+                Filled::Streaming {
+                    shared,
+                    reader: Some(reader),
+                    set_cookie,
+                }
+            }
             (Some(Outcome::Streaming(shared)), _) => Filled::Streaming {
                 shared,
                 reader: None,
                 set_cookie: Vec::new(),
             },
-            (Some(Outcome::Ready(object)), Some(Handoff::Cookies(set_cookie))) => Filled::Refreshed { object, set_cookie },
+            (Some(Outcome::Ready(object)), Some(Handoff::Cookies(set_cookie))) => {
+                Filled::Refreshed { object, set_cookie }
+            }
             (Some(Outcome::Ready(object)), _) => Filled::Refreshed {
                 object,
                 set_cookie: Vec::new(),
@@ -264,7 +268,12 @@ impl Cache {
     ///
     /// Only derivations from content of one epoch are collapsed: a viewer holding content fetched
     /// after a purge never waits for (and is never served) a variant of content from before it.
-    pub(crate) async fn derive<F>(self: &Arc<Self>, key: &str, source: &Arc<CachedObject>, make: F) -> Option<Arc<CachedObject>>
+    pub(crate) async fn derive<F>(
+        self: &Arc<Self>,
+        key: &str,
+        source: &Arc<CachedObject>,
+        make: F,
+    ) -> Option<Arc<CachedObject>>
     where
         F: FnOnce(&CachedObject) -> std::io::Result<CachedObject> + Send + 'static,
     {
@@ -291,8 +300,12 @@ impl Cache {
                             }
                             landing.lead.publish(Outcome::Ready(variant));
                         }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot derive a variant; serving the object itself"),
-                        Err(e) => tracing::warn!(error = %e, "deriving a variant failed; serving the object itself"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "cannot derive a variant; serving the object itself")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "deriving a variant failed; serving the object itself")
+                        }
                     }
                 });
                 flight

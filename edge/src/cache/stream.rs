@@ -73,7 +73,9 @@ impl Resume {
 
     /// The origin's body from `offset` to the end, if it can be had for this representation.
     async fn from(&self, offset: u64) -> Result<OriginBody, BodyError> {
-        let fail = |why: String| BodyError(format!("fell behind at byte {offset} and cannot continue: {why}").into());
+        let fail = |why: String| {
+            BodyError(format!("fell behind at byte {offset} and cannot continue: {why}").into())
+        };
         let (Some((name, value)), Some(length)) = (&self.condition, self.length) else {
             return Err(fail("the response has no validator and length".into()));
         };
@@ -235,7 +237,11 @@ impl SharedBody {
 
     /// A reader from the start, limited to `range` (inclusive byte offsets) if given; `None`
     /// once the start has been dropped.
-    pub(crate) fn reader(self: &Arc<Self>, range: Option<(u64, u64)>, resume: Option<Arc<Resume>>) -> Option<BodyReader> {
+    pub(crate) fn reader(
+        self: &Arc<Self>,
+        range: Option<(u64, u64)>,
+        resume: Option<Arc<Resume>>,
+    ) -> Option<BodyReader> {
         let mut state = self.state.lock();
         if state.start() != 0 {
             return None;
@@ -401,7 +407,9 @@ mod tests {
         let body = Arc::new(SharedBody::default());
         let early = body.reader(None, None).expect("joinable");
         body.push(chunk(3, b'a')).await;
-        let late = body.reader(Some((2, 4)), None).expect("still joinable while kept");
+        let late = body
+            .reader(Some((2, 4)), None)
+            .expect("still joinable while kept");
         body.push(chunk(3, b'b')).await;
         body.finish(Ok(()));
         assert_eq!(read_all(early).await.expect("complete"), b"aaabbb");
@@ -454,7 +462,9 @@ mod tests {
     async fn windowed_bodies_stay_bounded_and_follow_the_fastest_reader() {
         let body = Arc::new(SharedBody::default());
         body.stop_keeping();
-        let stalled = body.reader(None, None).expect("joinable before anything was dropped");
+        let stalled = body
+            .reader(None, None)
+            .expect("joinable before anything was dropped");
         let fast = body.reader(None, None).expect("joinable");
         let writer = {
             let body = body.clone();
@@ -505,7 +515,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_detached_reader_continues_with_its_own_range_request() {
-        let whole: Bytes = (0..(24u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let whole: Bytes = (0..(24u32 << 20))
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
         let mut headers = HeaderMap::new();
         headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
         let resume = Arc::new(Resume::new(

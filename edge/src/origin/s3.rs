@@ -29,8 +29,8 @@ use super::{
     http::{OutgoingBody, PooledClient, pooled_client, send},
 };
 use crate::{
-    secret::read_secret,
     error::{Error, Result},
+    secret::read_secret,
 };
 
 /// S3's unreserved characters plus `/`, which separates key segments and stays literal.

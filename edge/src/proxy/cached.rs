@@ -57,11 +57,19 @@ enum Handling {
     StaleWhileRevalidate,
     StaleIfError,
     Refreshed,
-    Forwarded { status: StatusCode, stored: Result<(), NoStore> },
+    Forwarded {
+        status: StatusCode,
+        stored: Result<(), NoStore>,
+    },
     OriginFailed,
 }
 
-pub(crate) async fn serve(edge: &Arc<Edge>, runtime: &Arc<Runtime>, behavior: &Behavior, viewer: &Viewer) -> Served {
+pub(crate) async fn serve(
+    edge: &Arc<Edge>,
+    runtime: &Arc<Runtime>,
+    behavior: &Behavior,
+    viewer: &Viewer,
+) -> Served {
     let input = KeyInput {
         host: &viewer.host,
         path: &viewer.path,
@@ -84,7 +92,10 @@ pub(crate) async fn serve(edge: &Arc<Edge>, runtime: &Arc<Runtime>, behavior: &B
         policy: &policy,
     };
     let (mut served, handling) = match edge.cache.lookup(&ask).await {
-        Lookup::Fresh(found) => (serve_object(&ctx, found.object, &found.key, CacheResult::Hit).await, Handling::Hit),
+        Lookup::Fresh(found) => (
+            serve_object(&ctx, found.object, &found.key, CacheResult::Hit).await,
+            Handling::Hit,
+        ),
         Lookup::Stale {
             found,
             while_revalidate: true,
@@ -105,7 +116,11 @@ pub(crate) async fn serve(edge: &Arc<Edge>, runtime: &Arc<Runtime>, behavior: &B
             answer(&ctx, filled, None).await
         }
     };
-    if viewer.headers.get(DEBUG).is_some_and(|v| v.as_bytes() == b"cache") {
+    if viewer
+        .headers
+        .get(DEBUG)
+        .is_some_and(|v| v.as_bytes() == b"cache")
+    {
         served
             .response
             .headers_mut()
@@ -144,7 +159,11 @@ async fn answer(ctx: &Ctx<'_>, filled: Filled, stale: Option<Found>) -> (Served,
         } => {
             let handling = Handling::Forwarded {
                 status: shared.status,
-                stored: if shared.kept { Ok(()) } else { Err(NoStore::TooLarge) },
+                stored: if shared.kept {
+                    Ok(())
+                } else {
+                    Err(NoStore::TooLarge)
+                },
             };
             let mut served = serve_streaming(ctx, shared, reader).await;
             with_cookies(&mut served, set_cookie);
@@ -176,7 +195,10 @@ async fn answer(ctx: &Ctx<'_>, filled: Filled, stale: Option<Found>) -> (Served,
                 },
             )
         }
-        Filled::NotShared { reason, response: None } => alone(ctx, reason).await,
+        Filled::NotShared {
+            reason,
+            response: None,
+        } => alone(ctx, reason).await,
         Filled::Failed(e) => (errors::origin_failed(&e), Handling::OriginFailed),
     }
 }
@@ -202,11 +224,17 @@ impl OriginFetch {
     async fn send(&self, extra: HeaderMap) -> Result<Fetched, OriginError> {
         let started = Instant::now();
         let result = if extra.is_empty() {
-            self.runtime.origins.send(&self.target, &self.request, None, true).await
+            self.runtime
+                .origins
+                .send(&self.target, &self.request, None, true)
+                .await
         } else {
             let mut request = self.request.clone();
             request.headers.extend(extra);
-            self.runtime.origins.send(&self.target, &request, None, true).await
+            self.runtime
+                .origins
+                .send(&self.target, &request, None, true)
+                .await
         };
         record_origin(&self.metrics, &result, started);
         result

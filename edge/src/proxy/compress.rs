@@ -62,8 +62,10 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
 /// marks `no-transform` (RFC 9110 §7.7).
 pub(crate) fn compressible(status: StatusCode, headers: &HeaderMap, len: Option<u64>) -> bool {
     let no_transform = headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-transform")))
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        })
     });
     status == StatusCode::OK
         && !no_transform
@@ -187,7 +189,10 @@ mod tests {
         encoded.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         assert!(!compressible(StatusCode::OK, &encoded, Some(5000)));
         let mut untouchable = typed("text/plain");
-        untouchable.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, No-Transform"));
+        untouchable.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, No-Transform"),
+        );
         assert!(!compressible(StatusCode::OK, &untouchable, Some(5000)));
     }
 

@@ -89,14 +89,20 @@ pub(crate) async fn forward(
 async fn invalidate(edge: &Edge, runtime: &Runtime, viewer: &Viewer, response: &HeaderMap) {
     let mut targets = vec![(viewer.path.clone(), viewer.query.clone())];
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        let Some(uri) = response.get(&name).and_then(|v| v.to_str().ok()?.parse::<Uri>().ok()) else {
+        let Some(uri) = response
+            .get(&name)
+            .and_then(|v| v.to_str().ok()?.parse::<Uri>().ok())
+        else {
             continue;
         };
-        let same_host = uri
-            .host()
-            .is_none_or(|host| super::admission::normalize_host(host).as_deref() == Some(viewer.host.as_str()));
+        let same_host = uri.host().is_none_or(|host| {
+            super::admission::normalize_host(host).as_deref() == Some(viewer.host.as_str())
+        });
         if same_host && uri.path().starts_with('/') {
-            targets.push((normalize_encoding(uri.path()).into_owned(), uri.query().map(str::to_owned)));
+            targets.push((
+                normalize_encoding(uri.path()).into_owned(),
+                uri.query().map(str::to_owned),
+            ));
         }
     }
     let patterns: Vec<(PurgePattern, String)> = targets

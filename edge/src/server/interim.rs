@@ -109,7 +109,11 @@ impl<T: AsyncWrite + Unpin> WithInterim<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WithInterim<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.queue.0.lock().waker = Some(cx.waker().clone());
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -161,7 +165,10 @@ mod tests {
         sink.report(StatusCode::CONTINUE, &HeaderMap::new());
         queue.end(request);
         sink.report(StatusCode::from_u16(103).expect("status"), &hints);
-        connection.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.expect("write");
+        connection
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
         let written = String::from_utf8(connection.inner).expect("text");
         assert_eq!(
             written,

@@ -235,7 +235,8 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
     }
     let mut body = reply.body.clone();
     // Ranges of whole bodies, conditional on the ETag (as a resuming reader asks for them).
-    if let (BodyMode::Whole, 200, Some(range)) = (&reply.mode, reply.status, parts.headers.get(header::RANGE)) {
+    if let (BodyMode::Whole, 200, Some(range)) = (&reply.mode, reply.status, parts.headers.get(header::RANGE))
+    {
         let if_match = parts.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
         if if_match.is_some_and(|tag| Some(tag) != etag.as_deref()) {
             return builder.status(412).body(full(Bytes::new())).expect("412");
@@ -249,7 +250,10 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
         if let Some(from) = from.filter(|f| *f < body.len()) {
             return builder
                 .status(206)
-                .header("content-range", format!("bytes {from}-{}/{}", body.len() - 1, body.len()))
+                .header(
+                    "content-range",
+                    format!("bytes {from}-{}/{}", body.len() - 1, body.len()),
+                )
                 .header("content-length", body.len() - from)
                 .body(full(body.slice(from..)))
                 .expect("206");
@@ -444,8 +448,10 @@ impl Edge {
         let log = std::fs::File::create(dir.path().join("edge.log")).expect("log file");
         // EDGEFLEET_EDGE_BIN runs the tests against another build (an earlier one, to see a new
         // test fail before its fix).
-        let binary = std::env::var_os("EDGEFLEET_EDGE_BIN")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgefleet-edge")), PathBuf::from);
+        let binary = std::env::var_os("EDGEFLEET_EDGE_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_edgefleet-edge")),
+            PathBuf::from,
+        );
         let mut command = Command::new(binary);
         command
             .args(args)
