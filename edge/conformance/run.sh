@@ -6,7 +6,8 @@
 #   edge/conformance/run.sh                  # release build of the edge, the behavior below
 #   EDGE_BIN=target/debug/edgefleet-edge edge/conformance/run.sh
 #   RFC=1 edge/conformance/run.sh            # with the settings that choose RFC 9111 over CloudFront
-#   EXTRA_TESTS=dir edge/conformance/run.sh  # also run the test files (*.mjs) in dir
+#   EXTRA_TESTS=dir edge/conformance/run.sh  # also run the test groups (*.mjs) in dir; a group
+#                                            # replaces the suite's group of the same id
 #
 # The edge's behavior: TTLs min 0 / default 0 / max 31536000, every query string in the key,
 # every method allowed (the suite PUTs its test configuration through the cache). The suite is

@@ -10,8 +10,12 @@ const load = async file => (await import(pathToFileURL(file).href)).default
 const groups = await load(path.join(suiteDir, 'tests/index.mjs'))
 groups.push(await load(path.join(suiteDir, 'tests/surrogate-control.mjs')))
 if (extraDir) {
+  // An extra group replaces the suite's group of the same id (a newer revision of it).
   for (const file of fs.readdirSync(extraDir).filter(f => f.endsWith('.mjs')).sort()) {
-    groups.push(await load(path.join(extraDir, file)))
+    const group = await load(path.join(extraDir, file))
+    const same = groups.findIndex(g => g.id === group.id)
+    if (same >= 0) groups.splice(same, 1, group)
+    else groups.push(group)
   }
 }
 const results = JSON.parse(fs.readFileSync(resultsFile, 'utf8'))

@@ -19,10 +19,11 @@ use super::{
 /// Why a response is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum NoStore {
-    /// 206, 304, 416 and 1xx are never stored.
+    /// 206, 304, 416 and 1xx are never stored, nor with `must-understand` a status without
+    /// standard semantics.
     Status,
     /// `no-store` with the behavior's min TTL at 0.
-    NoStoreDirective,
+    Forbidden,
     /// `private` with the behavior's min TTL at 0.
     Private,
     /// `no-cache` with the behavior's min TTL at 0.
@@ -49,7 +50,7 @@ impl NoStore {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             NoStore::Status => "status",
-            NoStore::NoStoreDirective => "no-store",
+            NoStore::Forbidden => "no-store",
             NoStore::Private => "private",
             NoStore::NoCache => "no-cache",
             NoStore::NoLifetime => "no-lifetime",
@@ -93,11 +94,15 @@ pub(crate) fn decide(status: StatusCode, headers: &HeaderMap, rules: &Rules<'_>)
     let directives = Directives::of(headers);
     let origin = OriginFreshness::from_directives(headers, &directives);
     let cc = &directives.cc;
+    // RFC 9111 §5.2.2.3: only statuses whose semantics the cache knows.
+    if cc.must_understand && status.canonical_reason().is_none() {
+        return Admission::NoStore(NoStore::Status);
+    }
     let Some(ttl) = rules.policy.ttl(status, &origin) else {
         let reason = if matches!(status.as_u16(), 206 | 304 | 416) || status.is_informational() {
             NoStore::Status
         } else if cc.no_store {
-            NoStore::NoStoreDirective
+            NoStore::Forbidden
         } else if cc.private {
             NoStore::Private
         } else if cc.no_cache {
@@ -217,7 +222,7 @@ mod tests {
         assert_eq!(reason(206, &[fresh]), Some(NoStore::Status));
         assert_eq!(
             reason(200, &[("cache-control", "no-store, max-age=60")]),
-            Some(NoStore::NoStoreDirective)
+            Some(NoStore::Forbidden)
         );
         assert_eq!(
             reason(200, &[("cache-control", "private, max-age=60")]),
@@ -239,6 +244,19 @@ mod tests {
         );
         assert_eq!(reason(302, &[]), Some(NoStore::NoLifetime));
         assert_eq!(reason(302, &[fresh]), None);
+        assert_eq!(
+            reason(599, &[fresh]),
+            None,
+            "explicit freshness stores any status"
+        );
+        assert_eq!(
+            reason(599, &[("cache-control", "max-age=60, must-understand")]),
+            Some(NoStore::Status)
+        );
+        assert_eq!(
+            reason(200, &[("cache-control", "max-age=60, must-understand")]),
+            None
+        );
         assert_eq!(reason(200, &[fresh, ("vary", "*")]), Some(NoStore::VaryAll));
         assert_eq!(
             reason(200, &[fresh, ("set-cookie", "id=1")]),

@@ -85,6 +85,7 @@ fn targeted(headers: &HeaderMap) -> Option<CacheControl> {
             "private" => cc.private = flag().unwrap_or(true),
             "public" => cc.public = flag()?,
             "must-revalidate" | "proxy-revalidate" => cc.must_revalidate |= flag()?,
+            "must-understand" => cc.must_understand = flag()?,
             _ => {}
         }
     }
@@ -102,6 +103,7 @@ fn is_known(name: &str) -> bool {
             | "public"
             | "must-revalidate"
             | "proxy-revalidate"
+            | "must-understand"
     )
 }
 
@@ -119,6 +121,8 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     /// `must-revalidate` or `proxy-revalidate`: stale content is never served.
     pub(crate) must_revalidate: bool,
+    /// `must-understand`: stored only if the cache knows the status code's semantics.
+    pub(crate) must_understand: bool,
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
 }
@@ -147,6 +151,7 @@ impl CacheControl {
             b"private" => self.private = true,
             b"public" => self.public = true,
             b"must-revalidate" | b"proxy-revalidate" => self.must_revalidate = true,
+            b"must-understand" => self.must_understand = true,
             b"stale-while-revalidate" => keep_min(&mut self.stale_while_revalidate, seconds()),
             b"stale-if-error" => keep_min(&mut self.stale_if_error, seconds()),
             _ => {}

@@ -10,6 +10,9 @@
 //! When the fill revalidates an object that may be served stale if the origin fails, the new body
 //! is held back until it is complete (it is at most `maxObjectBytes`, being storable): a body the
 //! origin cuts short then leaves the viewers with the stale object, not with a truncated one.
+//!
+//! Tested through the binary (`tests/fills.rs`, `tests/resilience.rs`, `tests/purges.rs`) and
+//! with the cache alone by the linearizability property (`linearizability.rs`).
 use std::{
     collections::HashMap,
     sync::Arc,

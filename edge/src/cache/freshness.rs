@@ -179,20 +179,16 @@ pub(crate) fn initial_age(
     apparent_age.max(age_value.saturating_add(response_delay))
 }
 
-/// The `Age` a response carries, `None` without one: the first member when it is a list, on one
-/// line or several (RFC 9111 §5.1). A first member that is not a non-negative integer makes the
-/// response as old as can be, so it is treated as stale (as RFC 9111 §4.2.1 asks of invalid
-/// freshness information).
+/// The `Age` a response carries: the first member when it is a list, on one line or several
+/// (RFC 9111 §5.1). `None` when absent, or when that member is not a non-negative integer: an
+/// invalid `Age` is ignored.
 pub(crate) fn age(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::AGE)?;
-    let first = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
-    // Larger ages than u64 holds are as stale as can be too.
-    Some(first.and_then(|f| f.parse().ok()).unwrap_or(u64::MAX))
+    let first = headers.get(header::AGE)?.to_str().ok()?.split(',').next()?.trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Larger ages than u64 holds are as stale as can be.
+    Some(first.parse().unwrap_or(u64::MAX))
 }
 
 /// The age of a stored object now.
@@ -414,7 +410,7 @@ mod tests {
         assert_eq!(age(&[("age", "99999999999999999999999")]), Some(u64::MAX));
         assert_eq!(age(&[]), None);
         for invalid in ["abc", "-7200", "7200.0", "", "7200;foo=bar"] {
-            assert_eq!(age(&[("age", invalid)]), Some(u64::MAX), "{invalid}");
+            assert_eq!(age(&[("age", invalid)]), None, "{invalid}");
         }
     }
 

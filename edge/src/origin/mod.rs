@@ -36,17 +36,26 @@ pub(crate) struct OriginRequest {
     pub(crate) interim: Option<Interim>,
 }
 
-/// Receives the interim (1xx) responses an origin sends before its final one.
+/// Receives the interim (1xx) responses an origin sends before its final one: a request's handle
+/// on where they go (the viewer's connection).
 #[derive(Clone)]
-pub(crate) struct Interim(Arc<dyn Fn(StatusCode, &HeaderMap) + Send + Sync>);
+pub(crate) struct Interim {
+    sink: Arc<dyn InterimSink>,
+    request: u64,
+}
+
+/// Where interim responses go, by request.
+pub(crate) trait InterimSink: Send + Sync {
+    fn report(&self, request: u64, status: StatusCode, headers: &HeaderMap);
+}
 
 impl Interim {
-    pub(crate) fn new(report: impl Fn(StatusCode, &HeaderMap) + Send + Sync + 'static) -> Self {
-        Self(Arc::new(report))
+    pub(crate) fn new(sink: Arc<dyn InterimSink>, request: u64) -> Self {
+        Self { sink, request }
     }
 
     pub(crate) fn report(&self, status: StatusCode, headers: &HeaderMap) {
-        (self.0)(status, headers);
+        self.sink.report(self.request, status, headers);
     }
 }
 
@@ -325,6 +334,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+async fn fetch(
+    client: &Client,
+    request: &OriginRequest,
+    body: Option<RequestBody>,
+) -> Result<Fetched, OriginError> {
+    let response = client.send(request, body).await?;
+    Ok(Fetched {
+        response,
+        origin: client.id().clone(),
+    })
+}
+
 /// Origin responses made in memory, for unit tests of what consumes them.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -351,16 +372,4 @@ pub(crate) mod testing {
             origin: "test".into(),
         }
     }
-}
-
-async fn fetch(
-    client: &Client,
-    request: &OriginRequest,
-    body: Option<RequestBody>,
-) -> Result<Fetched, OriginError> {
-    let response = client.send(request, body).await?;
-    Ok(Fetched {
-        response,
-        origin: client.id().clone(),
-    })
 }

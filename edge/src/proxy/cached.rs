@@ -5,6 +5,9 @@
 //! A viewer sending `X-Edgefleet-Debug: cache` gets a `Cache-Status` (RFC 9211) saying how the
 //! edge handled the request: a hit, or what was forwarded and whether it was stored, with the
 //! admission's reason when not.
+//!
+//! Tested through the binary: `tests/caching.rs`, `tests/http_semantics.rs`,
+//! `tests/conformance.rs`.
 use std::{
     fmt::Write as _,
     sync::{Arc, OnceLock},

@@ -5,105 +5,116 @@
 //!
 //! A request accepts interim responses only until its handler returns: one arriving later (from a
 //! background revalidation started by it, say) is dropped, never written into another response.
+//! Connections with nothing queued pay one atomic load per write.
 //!
 //! Tested here: queued heads precede the final response, and late ones are dropped.
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, Waker},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
 };
 
+use futures::task::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::origin::Interim;
+use crate::origin::{Interim, InterimSink};
 
 #[derive(Default)]
-struct Queue {
+struct Pending {
     bytes: Vec<u8>,
     /// The request whose interim responses are accepted; 0: none.
     accepting: u64,
     last_request: u64,
-    /// The connection's task, woken to write what was queued.
-    waker: Option<Waker>,
 }
 
 /// A connection's interim responses, shared by its IO and its requests.
-#[derive(Clone, Default)]
-pub(crate) struct InterimQueue(Arc<Mutex<Queue>>);
+#[derive(Default)]
+pub(crate) struct InterimQueue {
+    pending: Mutex<Pending>,
+    /// Bytes are waiting to be written.
+    queued: AtomicBool,
+    /// The connection's task, woken to write what was queued.
+    waker: AtomicWaker,
+}
 
 impl InterimQueue {
-    /// Starts accepting interim responses for a new request; returns the sink its origin
-    /// requests report them to.
-    pub(crate) fn begin(&self) -> (u64, Interim) {
-        let mut queue = self.0.lock();
-        queue.last_request += 1;
-        let request = queue.last_request;
-        queue.accepting = request;
-        let this = self.clone();
-        let sink = Interim::new(move |status, headers| this.push(request, status, headers));
-        (request, sink)
+    /// Starts accepting interim responses for a new request; returns the request's id and the
+    /// handle its origin requests report them to.
+    pub(crate) fn begin(self: &Arc<Self>) -> (u64, Interim) {
+        let mut pending = self.pending.lock();
+        pending.last_request += 1;
+        pending.accepting = pending.last_request;
+        (pending.accepting, Interim::new(self.clone(), pending.accepting))
     }
 
     /// Stops accepting interim responses for a request: its final response follows.
     pub(crate) fn end(&self, request: u64) {
-        let mut queue = self.0.lock();
-        if queue.accepting == request {
-            queue.accepting = 0;
+        let mut pending = self.pending.lock();
+        if pending.accepting == request {
+            pending.accepting = 0;
         }
     }
+}
 
-    fn push(&self, request: u64, status: StatusCode, headers: &HeaderMap) {
+impl InterimSink for InterimQueue {
+    fn report(&self, request: u64, status: StatusCode, headers: &HeaderMap) {
         if !status.is_informational() || matches!(status.as_u16(), 100 | 101) {
             return;
         }
-        let mut queue = self.0.lock();
-        if queue.accepting != request {
+        let mut pending = self.pending.lock();
+        if pending.accepting != request {
             return;
         }
         let reason = status.canonical_reason().unwrap_or("");
-        queue
-            .bytes
-            .extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
+        let bytes = &mut pending.bytes;
+        bytes.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).as_bytes());
         for (name, value) in headers {
-            queue.bytes.extend_from_slice(name.as_str().as_bytes());
-            queue.bytes.extend_from_slice(b": ");
-            queue.bytes.extend_from_slice(value.as_bytes());
-            queue.bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(name.as_str().as_bytes());
+            bytes.extend_from_slice(b": ");
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
         }
-        queue.bytes.extend_from_slice(b"\r\n");
-        if let Some(waker) = queue.waker.take() {
-            waker.wake();
-        }
+        bytes.extend_from_slice(b"\r\n");
+        self.queued.store(true, Ordering::Release);
+        drop(pending);
+        self.waker.wake();
     }
 }
 
 /// A connection that writes queued interim responses before anything else.
 pub(crate) struct WithInterim<T> {
     inner: T,
-    queue: InterimQueue,
+    queue: Arc<InterimQueue>,
 }
 
 impl<T: AsyncWrite + Unpin> WithInterim<T> {
-    pub(crate) fn new(inner: T, queue: InterimQueue) -> Self {
+    pub(crate) fn new(inner: T, queue: Arc<InterimQueue>) -> Self {
         Self { inner, queue }
     }
 
     /// Writes what is queued; `Pending` until all of it is written.
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut queue = self.queue.0.lock();
-        queue.waker = Some(cx.waker().clone());
-        while !queue.bytes.is_empty() {
-            let written = match Pin::new(&mut self.inner).poll_write(cx, &queue.bytes) {
+        self.queue.waker.register(cx.waker());
+        if !self.queue.queued.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
+        let mut pending = self.queue.pending.lock();
+        while !pending.bytes.is_empty() {
+            let written = match Pin::new(&mut self.inner).poll_write(cx, &pending.bytes) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            queue.bytes.drain(..written);
+            pending.bytes.drain(..written);
         }
+        self.queue.queued.store(false, Ordering::Release);
         Poll::Ready(Ok(()))
     }
 }
@@ -114,7 +125,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for WithInterim<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.queue.0.lock().waker = Some(cx.waker().clone());
+        // hyper polls the read side while a request is being served: this is the task to wake.
+        self.queue.waker.register(cx.waker());
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -156,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn interim_heads_precede_the_final_response_and_late_ones_are_dropped() {
-        let queue = InterimQueue::default();
+        let queue = Arc::new(InterimQueue::default());
         let mut connection = WithInterim::new(Vec::new(), queue.clone());
         let (request, sink) = queue.begin();
         let mut hints = HeaderMap::new();

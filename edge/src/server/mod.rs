@@ -39,7 +39,7 @@ pub(crate) async fn serve_data(
         let limits = edge.runtime().limits.clone();
         let buffer = (limits.max_header_bytes + limits.max_url_bytes).max(16 << 10);
         let (stream, verdicts) = sniff::Guarded::new(stream, buffer);
-        let queue = interim::InterimQueue::default();
+        let queue = Arc::new(interim::InterimQueue::default());
         let stream = interim::WithInterim::new(stream, queue.clone());
         let edge = edge.clone();
         let service = service_fn(move |request| {
