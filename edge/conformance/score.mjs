@@ -2,22 +2,10 @@
 // optimal test passes only when its result is `true`; setup failures count as not passed.
 // Arguments: the suite's directory, the results JSON, and optionally the extra tests' directory.
 import fs from 'fs'
-import path from 'path'
-import { pathToFileURL } from 'url'
+import { loadGroups } from './groups.mjs'
 
 const [suiteDir, resultsFile, extraDir] = process.argv.slice(2)
-const load = async file => (await import(pathToFileURL(file).href)).default
-const groups = await load(path.join(suiteDir, 'tests/index.mjs'))
-groups.push(await load(path.join(suiteDir, 'tests/surrogate-control.mjs')))
-if (extraDir) {
-  // An extra group replaces the suite's group of the same id (a newer revision of it).
-  for (const file of fs.readdirSync(extraDir).filter(f => f.endsWith('.mjs')).sort()) {
-    const group = await load(path.join(extraDir, file))
-    const same = groups.findIndex(g => g.id === group.id)
-    if (same >= 0) groups.splice(same, 1, group)
-    else groups.push(group)
-  }
-}
+const groups = await loadGroups(suiteDir, extraDir)
 const results = JSON.parse(fs.readFileSync(resultsFile, 'utf8'))
 
 const totals = {}

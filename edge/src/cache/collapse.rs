@@ -115,15 +115,21 @@ impl<T: Clone> Lead<T> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn one_leader_per_key_and_followers_see_its_outcome() {
-        let flights = Flights::<u32>::default();
+    /// The first and the second to join a key.
+    fn leader_and_follower(flights: &Flights<u32>) -> (Lead<u32>, Arc<Flight<u32>>) {
         let Join::Leader(leader) = flights.join("k", "/a") else {
             panic!("first is leader")
         };
         let Join::Follower(follower) = flights.join("k", "/a") else {
             panic!("second follows")
         };
+        (leader, follower)
+    }
+
+    #[tokio::test]
+    async fn one_leader_per_key_and_followers_see_its_outcome() {
+        let flights = Flights::<u32>::default();
+        let (leader, follower) = leader_and_follower(&flights);
         let waiting = tokio::spawn(async move { follower.outcome().await });
         leader.publish(7);
         assert_eq!(waiting.await.expect("joined"), Some(7));
@@ -146,12 +152,7 @@ mod tests {
     #[tokio::test]
     async fn a_vanished_fill_releases_its_followers() {
         let flights = Flights::<u32>::default();
-        let Join::Leader(leader) = flights.join("k", "/a") else {
-            panic!("first is leader")
-        };
-        let Join::Follower(follower) = flights.join("k", "/a") else {
-            panic!("second follows")
-        };
+        let (leader, follower) = leader_and_follower(&flights);
         let waiting = tokio::spawn(async move { follower.outcome().await });
         drop(leader);
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
