@@ -68,7 +68,8 @@ cache_key="{queryStrings: all}"
 rfc_settings=""
 if [ "${RFC:-0}" = 1 ]; then
     cache_key="{queryStrings: all, headers: {allowList: [authorization]}}"
-    rfc_settings="  errorCaching: origin"
+    rfc_settings="  errorCaching: origin
+  viewerCacheControl: honor"
 fi
 cat >"$work/edge.yaml" <<YAML
 distribution: conformance

@@ -404,3 +404,78 @@ async fn cache_status_says_why_a_response_was_not_stored() {
         "{metrics}"
     );
 }
+
+// RFC 9111 §5.2.1: request directives. CloudFront ignores them (the default); `viewerCacheControl:
+// honor` follows the RFC.
+#[tokio::test(flavor = "multi_thread")]
+async fn viewer_cache_control_counts_only_when_the_behavior_honours_it() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/page",
+        Reply::ok("page")
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"p1\""),
+    );
+    origin.route(
+        "/private-copy",
+        Reply::ok("copy").header("cache-control", "max-age=600"),
+    );
+    let edge = Edge::start(rfc_config(&origin)).await;
+    edge.get("/page").await;
+    for asked in [
+        ("cache-control", "no-cache"),
+        ("cache-control", "max-age=0"),
+        ("pragma", "no-cache"),
+    ] {
+        assert_eq!(
+            edge.get_with("/page", &[asked]).await.x_cache(),
+            "Hit from edgefleet",
+            "{asked:?} ignored"
+        );
+    }
+    assert_eq!(origin.hits("/page"), 1);
+
+    let mut config = rfc_config(&origin);
+    config["defaultBehavior"]["viewerCacheControl"] = json!("honor");
+    let edge = Edge::start(config).await;
+    edge.get("/page").await;
+    let before = origin.hits("/page");
+    for asked in [
+        ("cache-control", "no-cache"),
+        ("cache-control", "max-age=0"),
+        ("pragma", "no-cache"),
+    ] {
+        let r = edge.get_with("/page", &[asked]).await;
+        assert_eq!(r.x_cache(), "RefreshHit from edgefleet", "{asked:?}: revalidated");
+    }
+    assert_eq!(origin.hits("/page") - before, 3);
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .rev()
+            .take(3)
+            .all(|s| s.headers.get("if-none-match").is_some()),
+        "revalidated with the stored validator"
+    );
+    assert_eq!(
+        edge.get("/page").await.x_cache(),
+        "Hit from edgefleet",
+        "still stored"
+    );
+
+    let uncached = edge
+        .get_with("/private-copy", &[("cache-control", "no-store")])
+        .await;
+    assert_eq!(uncached.text(), "copy");
+    assert_eq!(
+        edge.get("/private-copy").await.x_cache(),
+        "Miss from edgefleet",
+        "no-store: not stored"
+    );
+    let only = edge
+        .get_with("/never-asked", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(only.status, 504);
+    assert_eq!(origin.hits("/never-asked"), 0);
+}

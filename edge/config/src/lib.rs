@@ -19,7 +19,7 @@ use std::path::Path;
 pub use model::{
     AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DEFAULT_MAX_UPLOAD_BYTES,
     DiskTier, EdgeConfig, ErrorCaching, ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin,
-    OriginGroup, OriginShield, S3Origin, ShieldPeer, ShieldService, Upload,
+    OriginGroup, OriginShield, S3Origin, ShieldPeer, ShieldService, Upload, ViewerCacheControl,
 };
 pub use validate::Problem;
 

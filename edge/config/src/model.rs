@@ -296,6 +296,29 @@ pub struct Behavior {
     /// it, `Set-Cookie` included, and is not stored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache_set_cookie_responses: bool,
+    /// What viewers' `Cache-Control` (and `Pragma: no-cache`) may ask of the cache: nothing, by
+    /// default (CloudFront's rule), or what RFC 9111 §5.2.1 describes with `honor`.
+    #[serde(default, skip_serializing_if = "ViewerCacheControl::is_default")]
+    pub viewer_cache_control: ViewerCacheControl,
+}
+
+/// Whether viewers' request cache directives count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ViewerCacheControl {
+    /// Ignored, as CloudFront ignores them: a viewer cannot make the edge skip its cache.
+    #[default]
+    Ignore,
+    /// RFC 9111 §5.2.1: `no-cache` (or `Pragma: no-cache`) and `max-age`/`min-fresh` beyond what
+    /// a stored response offers make the edge revalidate it, `no-store` keeps the response out of
+    /// the cache, `only-if-cached` answers 504 when nothing fresh is stored.
+    Honor,
+}
+
+impl ViewerCacheControl {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How long error responses (4xx and 5xx) are cached.

@@ -43,6 +43,45 @@ impl Directives {
     }
 }
 
+/// What a viewer's request asks of the cache (RFC 9111 §5.2.1), read only when the behavior
+/// honours it: `Cache-Control`, or `Pragma: no-cache` without one (RFC 9111 §5.4).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViewerDirectives {
+    pub(crate) no_cache: bool,
+    pub(crate) no_store: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) only_if_cached: bool,
+}
+
+impl ViewerDirectives {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut directives = Self::default();
+        let values = headers.get_all(header::CACHE_CONTROL);
+        if values.iter().next().is_none() {
+            directives.no_cache = headers
+                .get_all(header::PRAGMA)
+                .iter()
+                .any(|v| Tokens::new(v.as_bytes()).any(|(name, _)| name.eq_ignore_ascii_case(b"no-cache")));
+            return directives;
+        }
+        for value in values {
+            for (name, arg) in Tokens::new(value.as_bytes()) {
+                let seconds = || Some(arg.map_or(0, delta_seconds));
+                match name.to_ascii_lowercase().as_slice() {
+                    b"no-cache" => directives.no_cache = true,
+                    b"no-store" => directives.no_store = true,
+                    b"max-age" => directives.max_age = seconds(),
+                    b"min-fresh" => directives.min_fresh = seconds(),
+                    b"only-if-cached" => directives.only_if_cached = true,
+                    _ => {}
+                }
+            }
+        }
+        directives
+    }
+}
+
 /// `CDN-Cache-Control` read as a Structured Field dictionary; `None` when absent, empty or invalid.
 fn targeted(headers: &HeaderMap) -> Option<CacheControl> {
     let lines: Vec<&str> = headers
@@ -345,6 +384,31 @@ mod tests {
             assert!(!d.targeted, "{invalid}");
             assert_eq!(d.cc.max_age, Some(1), "{invalid}");
         }
+    }
+
+    #[test]
+    fn viewer_directives_and_pragma() {
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, http::HeaderValue::from_static(value));
+            }
+            ViewerDirectives::of(&headers)
+        };
+        let d = of(&[(
+            "cache-control",
+            "max-age=0, min-fresh=30, only-if-cached, no-store",
+        )]);
+        assert_eq!(
+            (d.max_age, d.min_fresh, d.only_if_cached, d.no_store),
+            (Some(0), Some(30), true, true)
+        );
+        assert!(of(&[("pragma", "no-cache")]).no_cache);
+        assert!(
+            !of(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]).no_cache,
+            "Cache-Control wins"
+        );
+        assert_eq!(of(&[]), ViewerDirectives::default());
     }
 
     #[test]

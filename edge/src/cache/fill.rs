@@ -198,9 +198,8 @@ pub(super) async fn run(landing: Landing, job: FillJob, leader: oneshot::Sender<
             let refreshed = Arc::new(stale.refreshed(&headers, initial_age, epoch));
             let content = refreshed.provenance();
             let entry = Entry::Object(refreshed.clone());
-            if !cache.store_fill(&content, vec![(landing.lead.flight().key().to_owned(), entry)]) {
-                cache.count(Err(NoStore::Purged));
-            }
+            let stored = cache.store_fill(&content, vec![(landing.lead.flight().key().to_owned(), entry)]);
+            cache.count(if stored { Ok(()) } else { Err(NoStore::Purged) });
             return landing.lead.publish(Outcome::Ready(refreshed));
         }
         if job.stale_on_error && matches!(status.as_u16(), 500 | 502 | 503 | 504) {

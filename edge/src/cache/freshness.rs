@@ -17,7 +17,7 @@ use std::{
 use edgefleet_config::{DEFAULT_ERROR_CACHING_MIN_TTL, ErrorCaching, ErrorResponse};
 use http::{HeaderMap, StatusCode, header};
 
-use super::cache_control::Directives;
+use super::cache_control::{Directives, ViewerDirectives};
 
 /// A behavior's TTLs, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +235,18 @@ pub(crate) fn evaluate(
     }
 }
 
+/// Whether a stored response that is fresh may answer a viewer who asked with these directives
+/// (RFC 9111 §5.2.1): not with `no-cache`, not older than its `max-age`, not fresh for less than
+/// its `min-fresh`.
+pub(crate) fn satisfies(viewer: &ViewerDirectives, age: Duration, ttl: u64) -> bool {
+    let left = Duration::from_secs(ttl).saturating_sub(age);
+    !viewer.no_cache
+        && viewer.max_age.is_none_or(|max| age <= Duration::from_secs(max))
+        && viewer
+            .min_fresh
+            .is_none_or(|min| left >= Duration::from_secs(min))
+}
+
 pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
     httpdate::parse_http_date(std::str::from_utf8(value).ok()?.trim()).ok()
 }
@@ -431,6 +443,18 @@ mod tests {
         ));
         h.insert(header::AGE, HeaderValue::from_static("99999999999999999999999"));
         assert!(initial_age(&h, t0, t0 + Duration::from_secs(2)) > Duration::from_secs(1 << 40));
+    }
+
+    #[test]
+    fn viewers_may_ask_for_fresher_than_stored() {
+        let asked = |cc: &'static str| ViewerDirectives::of(&headers(&[("cache-control", cc)]));
+        let age = Duration::from_secs(100);
+        assert!(satisfies(&ViewerDirectives::default(), age, 600));
+        assert!(!satisfies(&asked("no-cache"), age, 600));
+        assert!(!satisfies(&asked("max-age=0"), age, 600));
+        assert!(satisfies(&asked("max-age=100"), age, 600));
+        assert!(satisfies(&asked("min-fresh=500"), age, 600));
+        assert!(!satisfies(&asked("min-fresh=501"), age, 600));
     }
 
     #[test]

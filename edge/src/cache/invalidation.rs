@@ -20,7 +20,14 @@
 //! store keeps on disk bury them, and the log's timestamps cover the moments before.
 //!
 //! Tested here: matching, and the log's rules for stores and lookups around a purge.
-use std::{collections::VecDeque, sync::Arc, time::SystemTime};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::SystemTime,
+};
 
 use parking_lot::RwLock;
 
@@ -78,6 +85,9 @@ struct LogState {
 /// The purges an edge has applied, in order.
 pub(crate) struct PurgeLog {
     state: RwLock<LogState>,
+    /// Purges still removing objects: lookups consult the log only while there are any, so a
+    /// hit costs one atomic load here.
+    removing: AtomicUsize,
 }
 
 impl Default for PurgeLog {
@@ -88,6 +98,7 @@ impl Default for PurgeLog {
                 entries: VecDeque::new(),
                 forgotten: UNKNOWN_EPOCH + 1,
             }),
+            removing: AtomicUsize::new(0),
         }
     }
 }
@@ -121,26 +132,39 @@ impl PurgeLog {
     /// Returns whether it stored.
     pub(crate) fn store_unless_purged(&self, content: &Provenance<'_>, store: impl FnOnce()) -> bool {
         let state = self.state.read();
-        let forgotten_since = content.epoch != UNKNOWN_EPOCH && content.epoch < state.forgotten;
-        if forgotten_since || state.entries.iter().any(|e| e.buries(content)) {
-            return false;
+        let buried = if content.epoch == UNKNOWN_EPOCH {
+            state.entries.iter().any(|e| e.buries(content))
+        } else {
+            // Entries are in epoch order: only the purges since the content's epoch matter.
+            content.epoch < state.forgotten
+                || state
+                    .entries
+                    .iter()
+                    .rev()
+                    .take_while(|e| e.epoch > content.epoch)
+                    .any(|e| e.buries(content))
+        };
+        if !buried {
+            store();
         }
-        store();
-        true
+        !buried
     }
 
     /// Whether a purge still removing objects matches content found by a lookup.
     pub(crate) fn being_purged(&self, content: &Provenance<'_>) -> bool {
-        self.state
-            .read()
-            .entries
-            .iter()
-            .any(|e| !e.removed && e.buries(content))
+        self.removing.load(Ordering::Acquire) > 0
+            && self
+                .state
+                .read()
+                .entries
+                .iter()
+                .any(|e| !e.removed && e.buries(content))
     }
 
     /// Logs a purge; returns its epoch, for [`PurgeLog::removed`].
     pub(crate) fn record(&self, patterns: Arc<[PurgePattern]>) -> u64 {
         let mut state = self.state.write();
+        self.removing.fetch_add(1, Ordering::AcqRel);
         state.epoch += 1;
         let epoch = state.epoch;
         state.entries.push_back(Logged {
@@ -155,8 +179,9 @@ impl PurgeLog {
     /// Notes that a purge's objects are gone, and forgets the oldest completed purges.
     pub(crate) fn removed(&self, epoch: u64) {
         let mut state = self.state.write();
-        if let Some(entry) = state.entries.iter_mut().find(|e| e.epoch == epoch) {
+        if let Some(entry) = state.entries.iter_mut().find(|e| e.epoch == epoch && !e.removed) {
             entry.removed = true;
+            self.removing.fetch_sub(1, Ordering::AcqRel);
         }
         while state.entries.len() > REMEMBERED && state.entries.front().is_some_and(|e| e.removed) {
             if let Some(old) = state.entries.pop_front() {

@@ -11,10 +11,11 @@
 use std::{
     fmt::Write as _,
     sync::{Arc, OnceLock},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use bytes::{Bytes, BytesMut};
+use edgefleet_config::ViewerCacheControl;
 use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 
@@ -28,7 +29,9 @@ use crate::{
     cache::{
         Ask, Filled, Found, Lookup,
         admission::NoStore,
+        cache_control::ViewerDirectives,
         fill::{FillJob, FillRules, SharedResponse},
+        freshness::{self, Policy},
         key::{self, KeyInput, Keyed},
         object::CachedObject,
         stream::{BodyReader, Source},
@@ -94,7 +97,31 @@ pub(crate) async fn serve(
         key_policy: &behavior.config.cache_key,
         policy: &policy,
     };
-    let (mut served, handling) = match edge.cache.lookup(&ask).await {
+    let mut lookup = edge.cache.lookup(&ask).await;
+    let asked = (behavior.config.viewer_cache_control == ViewerCacheControl::Honor)
+        .then(|| ViewerDirectives::of(&viewer.headers));
+    if let Some(asked) = &asked {
+        lookup = match lookup {
+            Lookup::Fresh(found) if !viewer_accepts(asked, &found.object, &policy) => Lookup::Stale {
+                found,
+                while_revalidate: false,
+                if_error: false,
+            },
+            lookup => lookup,
+        };
+        let fresh = matches!(lookup, Lookup::Fresh(_));
+        if asked.only_if_cached && !fresh {
+            return errors::plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "only-if-cached: nothing fresh is stored for this request".to_owned(),
+            );
+        }
+        if asked.no_store && !fresh {
+            // RFC 9111 §5.2.1.5: nothing of this exchange is stored.
+            return alone(&ctx, NoStore::Forbidden).await.0;
+        }
+    }
+    let (mut served, handling) = match lookup {
         Lookup::Fresh(found) => (
             serve_object(&ctx, found.object, &found.key, CacheResult::Hit).await,
             Handling::Hit,
@@ -130,6 +157,12 @@ pub(crate) async fn serve(
             .insert(CACHE_STATUS, cache_status(&handling));
     }
     served
+}
+
+/// Whether a fresh stored object may answer a viewer who asked with these directives.
+fn viewer_accepts(asked: &ViewerDirectives, object: &CachedObject, policy: &Policy<'_>) -> bool {
+    let ttl = policy.ttl(object.status, &object.origin).unwrap_or(0);
+    freshness::satisfies(asked, object.age(SystemTime::now()), ttl)
 }
 
 /// `Cache-Status` (RFC 9211) for a request's handling.
