@@ -3,11 +3,10 @@
 //! Pending → InProgress → Completed; a Completed or Failed Invalidation is never run again.
 
 use std::collections::HashSet;
-
-use edgefleet_config::admin::{self, InvalidationRequest};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgefleet_config::admin::{self, InvalidationRequest};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
