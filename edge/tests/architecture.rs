@@ -214,6 +214,10 @@ fn top_level_modules_depend_on_each_other_in_one_direction() {
         graph["proxy"].contains_key("cache") && graph["server"].contains_key("proxy"),
         "the collector finds no edges: {graph:#?}"
     );
+    // `--nocapture` shows the graph checked.
+    for (module, uses) in &graph {
+        println!("{module} -> {}", uses.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
     if let Some(cycle) = cycle(&graph) {
         let edges: Vec<String> = cycle
             .windows(2)
