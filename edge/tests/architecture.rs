@@ -216,7 +216,10 @@ fn top_level_modules_depend_on_each_other_in_one_direction() {
     );
     // `--nocapture` shows the graph checked.
     for (module, uses) in &graph {
-        println!("{module} -> {}", uses.keys().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "{module} -> {}",
+            uses.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     if let Some(cycle) = cycle(&graph) {
         let edges: Vec<String> = cycle
