@@ -11,8 +11,11 @@ mod error;
 mod metrics;
 mod origin;
 mod proxy;
+mod reload;
+mod secret;
 mod server;
 mod startup;
+mod state;
 mod upload;
 
 /// Fuzzing knobs for the property tests.
@@ -39,7 +42,9 @@ use crate::{
     config::{Loader, Source},
     error::Result,
     metrics::Metrics,
-    proxy::Edge,
+    reload::Reloader,
+    state::Edge,
+    upload::Uploads,
 };
 
 #[derive(Debug, Parser)]
@@ -114,35 +119,44 @@ async fn run(cli: Cli) -> Result<()> {
         (None, None) => return Err(error::Error::NoSource),
     };
     let loader = Loader::new(source, cli.region.clone());
-    let Some(runtime) = startup::first_runtime(&loader, cli.listen_admin, wait_for_shutdown_signal()).await?
+    let Some(loaded) = startup::first_runtime(&loader, cli.listen_admin, wait_for_shutdown_signal()).await?
     else {
         tracing::info!("stopped before any configuration was loaded");
         return Ok(());
     };
+    let runtime = loaded.runtime;
     let mut listen = runtime.config.listen.clone();
     listen.data = cli.listen_data.unwrap_or(listen.data);
     listen.admin = cli.listen_admin.unwrap_or(listen.admin);
     listen.upload = cli.listen_upload.or(listen.upload);
     let store = Store::open(&runtime.config.cache).await?;
     let metrics = Metrics::new();
-    let edge = Arc::new(Edge::new(runtime, Cache::new(store), metrics));
+    let edge = Arc::new(Edge::new(
+        runtime,
+        Arc::new(Cache::new(store, metrics.clone())),
+        metrics,
+    ));
 
     let data_listener = server::bind(listen.data).await?;
     let admin_listener = server::bind(listen.admin).await?;
     // Opened when the first configuration has an `upload` section (listen addresses take effect
     // at start only).
-    let upload_listener = match edge.runtime().upload {
-        Some(_) => Some(server::bind(listen.upload_addr()).await?),
-        None => None,
+    let (upload_listener, uploads) = match loaded.upload {
+        Some(target) => (
+            Some(server::bind(listen.upload_addr()).await?),
+            Some(Arc::new(Uploads::new(edge.clone(), Some(target)))),
+        ),
+        None => (None, None),
     };
     tracing::info!(data = %listen.data, admin = %listen.admin, region = %edge.runtime().region, "edge serving");
 
     let stop = CancellationToken::new();
-    config::spawn_watchers(edge.clone(), loader.clone(), stop.clone())?;
+    let reloader = Reloader::new(loader, edge.clone(), uploads.clone());
+    reload::spawn_watchers(reloader.clone(), stop.clone())?;
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,
-        admin::router(admin::AdminState::new(edge.clone(), loader.clone())),
+        admin::router(admin::AdminState::new(edge.clone(), reloader)),
         admin_stop.clone(),
     ));
     let data = tokio::spawn(server::serve_data(
@@ -151,11 +165,11 @@ async fn run(cli: Cli) -> Result<()> {
         stop.clone(),
         Duration::from_secs(cli.shutdown_timeout),
     ));
-    let uploads = upload_listener.map(|listener| {
+    let uploads = upload_listener.zip(uploads).map(|(listener, uploads)| {
         tracing::info!(upload = %listen.upload_addr(), "upload port serving");
         tokio::spawn(upload::serve(
             listener,
-            Arc::new(upload::Uploads::new(edge.clone())),
+            uploads,
             stop.clone(),
             Duration::from_secs(cli.shutdown_timeout),
         ))

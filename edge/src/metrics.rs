@@ -48,6 +48,13 @@ pub(crate) struct OriginOutcomeLabels {
     pub(crate) outcome: String,
 }
 
+/// A cache admission: `store`, or `no-store` with the reason (see `cache::admission`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct AdmissionLabels {
+    pub(crate) decision: &'static str,
+    pub(crate) reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
@@ -60,6 +67,15 @@ pub(crate) struct UploadLabels {
     /// `ok`, the S3 error code sent (`SignatureDoesNotMatch`, `EntityTooLarge`...), or
     /// `OriginError` when the origin's own error was passed on.
     pub(crate) result: &'static str,
+}
+
+/// What the cache's memory tier holds, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheUsage {
+    pub(crate) bytes: u64,
+    pub(crate) items: u64,
+    pub(crate) capacity: u64,
+    pub(crate) evictions: u64,
 }
 
 pub(crate) struct Metrics {
@@ -75,6 +91,7 @@ pub(crate) struct Metrics {
     pub(crate) cache_evictions: Counter,
     evictions_seen: AtomicU64,
     pub(crate) fills_in_flight: Gauge,
+    pub(crate) admissions: Family<AdmissionLabels, Counter>,
     pub(crate) config_reloads: Family<ResultLabels, Counter>,
     pub(crate) config_generation: Gauge,
     pub(crate) invalidations: Counter,
@@ -151,6 +168,12 @@ impl Metrics {
             "Origin fills in progress (collapsed requests count once)",
             fills_in_flight.clone(),
         );
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "cache_admissions",
+            "Origin responses stored, or not stored by reason",
+            admissions.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -196,6 +219,7 @@ impl Metrics {
             cache_evictions,
             evictions_seen: AtomicU64::new(0),
             fills_in_flight,
+            admissions,
             config_reloads,
             config_generation,
             invalidations,
@@ -206,7 +230,7 @@ impl Metrics {
     }
 
     /// Sets the cache gauges from the store, read at scrape time.
-    pub(crate) fn observe_cache(&self, usage: crate::cache::store::Usage, fills: usize) {
+    pub(crate) fn observe_cache(&self, usage: CacheUsage, fills: usize) {
         self.cache_bytes.set(usage.bytes as i64);
         self.cache_capacity.set(usage.capacity as i64);
         self.cache_objects.set(usage.items as i64);

@@ -12,8 +12,14 @@ use crate::{
     admin,
     config::{Loader, runtime::Runtime},
     error::Result,
-    server,
+    server, upload,
 };
+
+/// The first configuration, compiled: what requests use, and the upload port's settings.
+pub(crate) struct Loaded {
+    pub(crate) runtime: Runtime,
+    pub(crate) upload: Option<upload::Target>,
+}
 
 /// The longest pause between two attempts to load the configuration.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -24,7 +30,7 @@ pub(crate) async fn first_runtime(
     loader: &Loader,
     probes: Option<SocketAddr>,
     shutdown: impl Future<Output = Result<()>>,
-) -> Result<Option<Runtime>> {
+) -> Result<Option<Loaded>> {
     let error = match load(loader).await {
         Ok(runtime) => return Ok(Some(runtime)),
         Err(error) if !loader.source.is_cluster() => return Err(error),
@@ -64,7 +70,11 @@ pub(crate) async fn first_runtime(
     outcome
 }
 
-async fn load(loader: &Loader) -> Result<Runtime> {
+async fn load(loader: &Loader) -> Result<Loaded> {
     let config = loader.source.read().await?;
-    loader.compile(config, None)
+    let upload = upload::Target::compile(&config)?;
+    Ok(Loaded {
+        runtime: loader.compile(config, None)?,
+        upload,
+    })
 }

@@ -241,12 +241,40 @@ async fn vary_keeps_variants_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn set_cookie_is_dropped_unless_cookies_are_keyed() {
+async fn equivalent_url_spellings_share_one_object() {
     let origin = Origin::start().await;
-    origin.route("/login", Reply::ok("x").header("set-cookie", "session=secret"));
-    let edge = Edge::start(base_config(&origin.url())).await;
-    assert!(!edge.get("/login").await.headers.contains_key("set-cookie"));
-    assert!(!edge.get("/login").await.headers.contains_key("set-cookie"));
+    origin.route(
+        "/gen/abc",
+        Reply::ok("one object").header("cache-control", "max-age=600"),
+    );
+    origin.route("/q", Reply::ok("by query").header("cache-control", "max-age=600"));
+    origin.route(
+        "/a%2Fb",
+        Reply::ok("encoded slash").header("cache-control", "max-age=600"),
+    );
+    let mut config = base_config(&origin.url());
+    config["defaultBehavior"]["cacheKey"] = json!({"queryStrings": "all"});
+    let edge = Edge::start(config).await;
+    for spelling in ["/gen/abc", "/gen/%61bc", "/gen/%61%62%63", "/%67en/abc"] {
+        assert_eq!(edge.get(spelling).await.text(), "one object", "{spelling}");
+    }
+    assert_eq!(
+        origin.hits("/gen/abc"),
+        1,
+        "every spelling is one key: {:?}",
+        origin.seen()
+    );
+    assert!(
+        origin.seen().iter().all(|s| s.target != "/gen/%61bc"),
+        "the origin sees one spelling"
+    );
+    for spelling in ["/q?name=%7Euser", "/q?name=~user", "/q?name=%7euser"] {
+        assert_eq!(edge.get(spelling).await.text(), "by query", "{spelling}");
+    }
+    assert_eq!(origin.hits("/q"), 1);
+    // Reserved characters keep their encoding: `%2F` is not `/`.
+    assert_eq!(edge.get("/a%2fb").await.text(), "encoded slash");
+    assert_eq!(edge.get("/a%2Fb").await.x_cache(), "Hit from edgefleet");
 }
 
 #[tokio::test(flavor = "multi_thread")]

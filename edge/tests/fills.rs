@@ -194,6 +194,102 @@ async fn objects_larger_than_the_limit_stream_through_uncached() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_viewer_never_slows_another_on_a_large_object() {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::start().await;
+    let gate = Arc::new(Notify::new());
+    // Larger than every buffer between the edge and a viewer that reads nothing.
+    let body = Bytes::from((0..64u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    origin.route(
+        "/video",
+        Reply::ok(body.clone())
+            .header("etag", "\"v1\"")
+            .delay(Duration::from_millis(300))
+            .mode(BodyMode::HeadThenGate(gate.clone())),
+    );
+    let mut config = base_config(&origin.url());
+    config["cache"]["maxObjectBytes"] = json!(1 << 20);
+    let edge = Edge::start(config).await;
+
+    // The stalled viewer asks first, through a small receive buffer (so the kernel does not read
+    // for it), and reads nothing but the head; the fast one joins the same fill.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 << 10).expect("receive buffer");
+    let mut stalled = socket.connect(edge.data).await.expect("connect");
+    stalled
+        .write_all(b"GET /video HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    eventually(Duration::from_secs(10), "the fill started", async || {
+        origin.hits("/video") == 1
+    })
+    .await;
+    let fast = client().request(
+        Request::get(edge.url("/video"))
+            .header("host", "example.com")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    );
+    let fast = tokio::time::timeout(Duration::from_secs(10), fast)
+        .await
+        .expect("the fast viewer's head")
+        .expect("response");
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = stalled.read(&mut buf).await.expect("read the head");
+        assert!(n > 0, "the edge closed the stalled viewer's connection");
+        answer.extend_from_slice(&buf[..n]);
+    }
+
+    // Both are following the fill; the origin sends the body, and the stalled viewer reads none.
+    // Later requests for the object (the stalled viewer's continuation) are answered at once.
+    gate.notify_one();
+    origin.route("/video", Reply::ok(body.clone()).header("etag", "\"v1\""));
+    let fast = tokio::time::timeout(Duration::from_secs(60), fast.into_body().collect())
+        .await
+        .expect("the fast viewer is not held back by the stalled one")
+        .expect("the fast viewer's body")
+        .to_bytes();
+    assert_eq!(fast, body);
+
+    // The stalled viewer, reading at last, gets the whole body too: past the shared window it
+    // continued with its own range request.
+    tokio::time::timeout(Duration::from_secs(60), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled viewer's answer completes")
+        .expect("read");
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let received = &answer[head_end..];
+    let ranges: Vec<_> = origin
+        .seen()
+        .iter()
+        .filter_map(|s| s.headers.get("range").cloned())
+        .collect();
+    assert_eq!(
+        received.len(),
+        body.len(),
+        "the stalled viewer's body is whole (ranges asked: {ranges:?})"
+    );
+    assert_eq!(
+        Sha256::digest(received),
+        Sha256::digest(&body),
+        "the stalled viewer's body is the object (first difference at {:?})",
+        received.iter().zip(body.iter()).position(|(a, b)| a != b)
+    );
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .any(|s| s.headers.get("range").is_some_and(|r| r != "bytes=0-")),
+        "the stalled viewer continued from where it was"
+    );
+    assert_eq!(origin.hits("/video"), 2, "one shared fill, one continuation");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn chunked_responses_without_length_are_cached() {
     let origin = Origin::start().await;
     let body = Bytes::from(vec![9u8; 300_000]);

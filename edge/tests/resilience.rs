@@ -51,6 +51,34 @@ async fn stale_if_error_from_the_behavior_serves_stale_when_the_origin_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_revalidation_cut_short_serves_the_stale_object() {
+    let origin = Origin::start().await;
+    // Stored already stale (its Age is past max-age), servable on error for ten minutes.
+    let stale = Reply::ok("stale but whole")
+        .header("cache-control", "max-age=60, stale-if-error=600")
+        .header("age", "100");
+    origin.route("/s", stale);
+    let edge = Edge::start(base_config(&origin.url())).await;
+    assert_eq!(edge.get("/s").await.text(), "stale but whole");
+
+    // Large enough that the edge has the new response's head and a first part of its body before
+    // the origin breaks the connection.
+    origin.route(
+        "/s",
+        Reply::ok(vec![b'n'; 2 << 20])
+            .header("cache-control", "max-age=60")
+            .mode(common::BodyMode::Truncate(1 << 20)),
+    );
+    let r = edge.get("/s").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "stale but whole"),
+        "the stale object, not a truncated new one"
+    );
+    assert_eq!(origin.hits("/s"), 2, "the revalidation reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stale_if_error_from_the_origin_is_honoured_and_must_revalidate_is_not_bent() {
     let origin = Origin::start().await;
     origin.route(

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 mod model;
 mod validate;
 
@@ -17,8 +18,8 @@ use std::path::Path;
 
 pub use model::{
     AdminConfig, Behavior, CacheConfig, CacheKey, DEFAULT_ERROR_CACHING_MIN_TTL, DEFAULT_MAX_UPLOAD_BYTES,
-    DiskTier, EdgeConfig, ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin, OriginGroup,
-    OriginShield, S3Origin, ShieldPeer, ShieldService, Upload,
+    DiskTier, EdgeConfig, ErrorCaching, ErrorResponse, HttpOrigin, KeyList, Limits, Listen, Method, Origin,
+    OriginGroup, OriginShield, S3Origin, ShieldPeer, ShieldService, Upload, ViewerCacheControl,
 };
 pub use validate::Problem;
 

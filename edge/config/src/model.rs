@@ -287,6 +287,59 @@ pub struct Behavior {
     /// `stale-if-error` may extend it).
     #[serde(default)]
     pub stale_if_error_seconds: u64,
+    /// How long error responses (4xx/5xx) are cached: CloudFront's rule by default, RFC 9111's
+    /// with `origin`.
+    #[serde(default, skip_serializing_if = "ErrorCaching::is_default")]
+    pub error_caching: ErrorCaching,
+    /// Store responses that set cookies, without their `Set-Cookie`, and serve them to every
+    /// viewer. Off (the default), such a response reaches only the viewer whose request fetched
+    /// it, `Set-Cookie` included, and is not stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_set_cookie_responses: bool,
+    /// What viewers' `Cache-Control` (and `Pragma: no-cache`) may ask of the cache: nothing, by
+    /// default (CloudFront's rule), or what RFC 9111 §5.2.1 describes with `honor`.
+    #[serde(default, skip_serializing_if = "ViewerCacheControl::is_default")]
+    pub viewer_cache_control: ViewerCacheControl,
+}
+
+/// Whether viewers' request cache directives count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ViewerCacheControl {
+    /// Ignored, as CloudFront ignores them: a viewer cannot make the edge skip its cache.
+    #[default]
+    Ignore,
+    /// RFC 9111 §5.2.1: `no-cache` (or `Pragma: no-cache`) and `max-age`/`min-fresh` beyond what
+    /// a stored response offers make the edge revalidate it, `no-store` keeps the response out of
+    /// the cache, `only-if-cached` answers 504 when nothing fresh is stored.
+    Honor,
+}
+
+impl ViewerCacheControl {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How long error responses (4xx and 5xx) are cached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorCaching {
+    /// CloudFront's rule: the longer of the origin's freshness and the status's
+    /// `errorCachingMinTtl`, even when the origin marks the response stale or gives no freshness
+    /// (for the statuses CloudFront caches: 400, 403, 404, 405, 410, 414, 500, 501, 502, 503, 504).
+    #[default]
+    Minimum,
+    /// RFC 9111's rule: the origin's explicit freshness (`max-age`, `s-maxage`, `Expires`) when
+    /// it gives any, even zero; without it, `errorCachingMinTtl` only for the statuses a cache may
+    /// store heuristically (404, 405, 410, 414, 501), and the others are not stored.
+    Origin,
+}
+
+impl ErrorCaching {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_default_ttl() -> u64 {

@@ -14,25 +14,26 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use edgefleet_config::admin;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::{config::Loader, proxy::Edge};
+use crate::{reload::Reloader, state::Edge};
 
 #[derive(Clone)]
 pub(crate) struct AdminState {
     pub(crate) edge: Arc<Edge>,
-    pub(crate) loader: Arc<Loader>,
+    pub(crate) reloader: Arc<Reloader>,
     pub(crate) invalidations: Arc<invalidations::Ledger>,
     /// `/readyz` has answered ready once: from then on only draining makes it not ready.
     started: Arc<AtomicBool>,
 }
 
 impl AdminState {
-    pub(crate) fn new(edge: Arc<Edge>, loader: Arc<Loader>) -> Self {
+    pub(crate) fn new(edge: Arc<Edge>, reloader: Arc<Reloader>) -> Self {
         Self {
             edge,
-            loader,
+            reloader,
             invalidations: Arc::new(invalidations::Ledger::default()),
             started: Arc::new(AtomicBool::new(false)),
         }
@@ -41,15 +42,18 @@ impl AdminState {
 
 pub(crate) fn router(state: AdminState) -> Router {
     let protected = Router::new()
-        .route("/invalidations", post(invalidations::create))
-        .route("/invalidations/{id}", get(invalidations::show))
+        .route(admin::INVALIDATIONS_PATH, post(invalidations::create))
+        .route(
+            &format!("{}/{{id}}", admin::INVALIDATIONS_PATH),
+            get(invalidations::show),
+        )
         .route("/reload", post(reload))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route(admin::HEALTH_PATH, get(|| async { "ok\n" }))
+        .route(admin::READY_PATH, get(readyz))
         .merge(protected)
         .with_state(state)
 }
@@ -82,19 +86,21 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
 
 /// The admin port while the edge waits for its first configuration: alive, not ready, and why.
 pub(crate) fn waiting_router(reason: tokio::sync::watch::Receiver<String>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
-        "/readyz",
-        get(move || {
-            let why = reason.borrow().clone();
-            async move {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("waiting for configuration: {why}\n"),
-                )
-                    .into_response()
-            }
-        }),
-    )
+    Router::new()
+        .route(admin::HEALTH_PATH, get(|| async { "ok\n" }))
+        .route(
+            admin::READY_PATH,
+            get(move || {
+                let why = reason.borrow().clone();
+                async move {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("waiting for configuration: {why}\n"),
+                    )
+                        .into_response()
+                }
+            }),
+        )
 }
 
 /// Ready once a configuration is loaded (until then [`waiting_router`] answers) and, at start,
@@ -122,7 +128,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {
-    match state.loader.reload(&state.edge).await {
+    match state.reloader.reload().await {
         Ok(generation) => Json(json!({ "generation": generation })).into_response(),
         Err(e) => error(
             StatusCode::BAD_REQUEST,
@@ -144,7 +150,7 @@ async fn status(State(state): State<AdminState>) -> Response {
             "capacityBytes": usage.capacity,
             "objects": usage.items,
             "evictions": usage.evictions,
-            "fillsInFlight": state.edge.cache.flights.len(),
+            "fillsInFlight": state.edge.cache.fills_in_flight(),
         },
         "originShield": runtime.origins.shield_status(),
     }))
@@ -154,7 +160,7 @@ async fn status(State(state): State<AdminState>) -> Response {
 async fn metrics(State(state): State<AdminState>) -> Response {
     let edge = &state.edge;
     edge.metrics
-        .observe_cache(edge.cache.store.usage(), edge.cache.flights.len());
+        .observe_cache(edge.cache.store.usage(), edge.cache.fills_in_flight());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,15 +1,23 @@
 //! Freshness: how long an object may be served from cache, and what may happen once it is stale.
 //!
 //! CloudFront's TTL policy on top of RFC 9111: the origin's lifetime (`s-maxage` > `max-age` >
-//! `Expires`) clamped to the behavior's [min, max] TTL, the behavior's default TTL when the origin
-//! says nothing, no heuristic freshness, and `Age` accounted for. The lifetime is computed when an
-//! object is looked up, from what the origin said, so a TTL change in the configuration applies to
-//! objects already cached.
-use std::time::{Duration, SystemTime};
+//! `Expires`, or `CDN-Cache-Control`'s when it has one) clamped to the behavior's [min, max] TTL,
+//! the behavior's default TTL when the origin says nothing, no heuristic freshness, and `Age`
+//! accounted for. Error responses follow the behavior's `errorCaching` rule. The lifetime is
+//! computed when an object is looked up, from what the origin said, so a TTL change in the
+//! configuration applies to objects already cached.
+//!
+//! Tested here: precedence, clamping, the default TTL, error caching under both rules, which
+//! statuses are stored, `Age` parsing and accounting, and the stale windows.
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
+use edgefleet_config::{DEFAULT_ERROR_CACHING_MIN_TTL, ErrorCaching, ErrorResponse};
 use http::{HeaderMap, StatusCode, header};
 
-use super::cache_control::CacheControl;
+use super::cache_control::{Directives, ViewerDirectives};
 
 /// A behavior's TTLs, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +42,16 @@ pub(crate) struct OriginFreshness {
 }
 
 impl OriginFreshness {
-    pub(crate) fn from_response(headers: &HeaderMap, cc: &CacheControl) -> Self {
+    pub(crate) fn from_response(headers: &HeaderMap) -> Self {
+        Self::from_directives(headers, &Directives::of(headers))
+    }
+
+    pub(crate) fn from_directives(headers: &HeaderMap, directives: &Directives) -> Self {
+        let cc = &directives.cc;
         let expires_lifetime = || {
+            if directives.targeted {
+                return None;
+            }
             // An invalid Expires (such as "0") means already expired (RFC 9111 §5.3).
             let expires = headers.get(header::EXPIRES)?;
             let Some(expires) = http_date(expires.as_bytes()) else {
@@ -60,46 +76,88 @@ impl OriginFreshness {
 /// How a response status is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StatusClass {
-    /// Cached by the behavior's TTL policy.
+    /// 2xx and 3xx: the behavior's TTL policy.
     Success,
-    /// Cached by the error caching TTL (CloudFront's list of cached error codes).
+    /// 4xx and 5xx: the error caching rule.
     Error,
-    /// Never cached.
+    /// Never stored: partial content (ranges are served from whole objects), 304 (meaningful
+    /// only to the request it answers), 416 (depends on the request's `Range`), 1xx.
     Never,
 }
 
 pub(crate) fn status_class(status: StatusCode) -> StatusClass {
     match status.as_u16() {
-        200 | 203 | 204 | 300 | 301 | 308 => StatusClass::Success,
-        // 416 depends on the request's Range, so it is never cached.
-        400 | 403 | 404 | 405 | 410 | 414 | 500 | 501 | 502 | 503 | 504 => StatusClass::Error,
+        206 | 304 | 416 => StatusClass::Never,
+        200..=399 => StatusClass::Success,
+        400..=599 => StatusClass::Error,
         _ => StatusClass::Never,
     }
 }
 
-/// The TTL of a successful response under a behavior's policy, in seconds.
-pub(crate) fn ttl(origin: &OriginFreshness, policy: &TtlPolicy) -> u64 {
-    let (min, max) = (policy.min, policy.max.max(policy.min));
-    if origin.uncacheable_by_origin {
-        // Only stored when min > 0: CloudFront then caches for the min TTL.
-        return min;
-    }
-    origin.lifetime.unwrap_or(policy.default).clamp(min, max)
+/// Statuses CloudFront stores without explicit freshness (with the default TTL, or for errors
+/// the error caching TTL); other statuses are stored only with explicit freshness.
+fn cached_without_freshness(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 300 | 301 | 308 | 400 | 403 | 404 | 405 | 410 | 414 | 500 | 501 | 502 | 503 | 504
+    )
 }
 
-/// The TTL of an error response: the longer of the origin's and the error caching minimum.
-pub(crate) fn error_ttl(origin: &OriginFreshness, error_caching_min_ttl: u64) -> u64 {
-    if origin.uncacheable_by_origin {
-        return error_caching_min_ttl;
-    }
-    origin.lifetime.unwrap_or(0).max(error_caching_min_ttl)
+/// Error statuses a cache may store heuristically (RFC 9110 §15.1).
+fn heuristically_cacheable_error(status: u16) -> bool {
+    matches!(status, 404 | 405 | 410 | 414 | 501)
 }
 
-/// Whether a freshly received response may be stored at all, before size and `Vary` checks.
-pub(crate) fn storable(class: StatusClass, origin: &OriginFreshness, ttl: u64) -> bool {
-    match class {
-        StatusClass::Never => false,
-        StatusClass::Success | StatusClass::Error => !(origin.uncacheable_by_origin && ttl == 0),
+/// How a stored object's TTL is decided for one request: the behavior's policy for successes,
+/// its error caching rule and TTLs for errors.
+pub(crate) struct Policy<'a> {
+    pub(crate) ttl: TtlPolicy,
+    pub(crate) stale_if_error: u64,
+    pub(crate) error_caching: ErrorCaching,
+    pub(crate) error_responses: &'a HashMap<u16, ErrorResponse>,
+}
+
+impl Policy<'_> {
+    /// The TTL of a response in seconds, or `None` when it may not be stored for want of one
+    /// (the status is never stored, the origin forbids it with the min TTL at 0, or it gives no
+    /// freshness where it must).
+    pub(crate) fn ttl(&self, status: StatusCode, origin: &OriginFreshness) -> Option<u64> {
+        let code = status.as_u16();
+        let ttl = match status_class(status) {
+            StatusClass::Never => return None,
+            StatusClass::Success if origin.uncacheable_by_origin => self.ttl.min,
+            StatusClass::Success => {
+                let lifetime = match origin.lifetime {
+                    Some(lifetime) => lifetime,
+                    None if cached_without_freshness(code) => self.ttl.default,
+                    None => return None,
+                };
+                lifetime.clamp(self.ttl.min, self.ttl.max.max(self.ttl.min))
+            }
+            StatusClass::Error => {
+                let minimum = self.error_caching_min_ttl(code);
+                match (self.error_caching, origin.lifetime) {
+                    (ErrorCaching::Origin, _) if origin.uncacheable_by_origin => return None,
+                    (ErrorCaching::Origin, Some(lifetime)) => lifetime,
+                    (ErrorCaching::Origin, None) if heuristically_cacheable_error(code) => minimum,
+                    (ErrorCaching::Minimum, _) if origin.uncacheable_by_origin => minimum,
+                    (ErrorCaching::Minimum, lifetime) if cached_without_freshness(code) => {
+                        lifetime.unwrap_or(0).max(minimum)
+                    }
+                    (_, Some(lifetime)) => lifetime,
+                    (_, None) => return None,
+                }
+            }
+        };
+        // Content the origin forbade storing, kept for a TTL of 0, would never be reusable.
+        (ttl > 0 || !origin.uncacheable_by_origin).then_some(ttl)
+    }
+
+    /// The configured error caching TTL for a status, 10 s by default.
+    fn error_caching_min_ttl(&self, status: u16) -> u64 {
+        self.error_responses
+            .get(&status)
+            .map_or(DEFAULT_ERROR_CACHING_MIN_TTL, |e| e.error_caching_min_ttl)
     }
 }
 
@@ -109,11 +167,7 @@ pub(crate) fn initial_age(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = age(headers).map_or(Duration::ZERO, Duration::from_secs);
     let apparent_age = headers
         .get(header::DATE)
         .and_then(|d| http_date(d.as_bytes()))
@@ -122,12 +176,24 @@ pub(crate) fn initial_age(
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    apparent_age.max(age_value + response_delay)
+    apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// The `Age` a response carries: the first member when it is a list, on one line or several
+/// (RFC 9111 §5.1). `None` when absent, or when that member is not a non-negative integer: an
+/// invalid `Age` is ignored.
+pub(crate) fn age(headers: &HeaderMap) -> Option<u64> {
+    let first = headers.get(header::AGE)?.to_str().ok()?.split(',').next()?.trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Larger ages than u64 holds are as stale as can be.
+    Some(first.parse().unwrap_or(u64::MAX))
 }
 
 /// The age of a stored object now.
 pub(crate) fn current_age(initial_age: Duration, stored_at: SystemTime, now: SystemTime) -> Duration {
-    initial_age + now.duration_since(stored_at).unwrap_or(Duration::ZERO)
+    initial_age.saturating_add(now.duration_since(stored_at).unwrap_or(Duration::ZERO))
 }
 
 /// Where a stored object stands, given its age and TTL.
@@ -169,6 +235,18 @@ pub(crate) fn evaluate(
     }
 }
 
+/// Whether a stored response that is fresh may answer a viewer who asked with these directives
+/// (RFC 9111 §5.2.1): not with `no-cache`, not older than its `max-age`, not fresh for less than
+/// its `min-fresh`.
+pub(crate) fn satisfies(viewer: &ViewerDirectives, age: Duration, ttl: u64) -> bool {
+    let left = Duration::from_secs(ttl).saturating_sub(age);
+    !viewer.no_cache
+        && viewer.max_age.is_none_or(|max| age <= Duration::from_secs(max))
+        && viewer
+            .min_fresh
+            .is_none_or(|min| left >= Duration::from_secs(min))
+}
+
 pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
     httpdate::parse_http_date(std::str::from_utf8(value).ok()?.trim()).ok()
 }
@@ -185,13 +263,31 @@ mod tests {
         max: 31_536_000,
     };
 
-    fn origin(headers: &[(&'static str, &str)]) -> OriginFreshness {
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
-        for (name, value) in headers {
+        for (name, value) in pairs {
             map.append(*name, HeaderValue::from_str(value).expect("test header"));
         }
-        let cc = CacheControl::parse(map.get_all(header::CACHE_CONTROL).iter().map(|v| v.as_bytes()));
-        OriginFreshness::from_response(&map, &cc)
+        map
+    }
+
+    fn origin(pairs: &[(&'static str, &str)]) -> OriginFreshness {
+        OriginFreshness::from_response(&headers(pairs))
+    }
+
+    fn policy(ttl: TtlPolicy, error_caching: ErrorCaching) -> Policy<'static> {
+        static NONE: std::sync::LazyLock<HashMap<u16, ErrorResponse>> =
+            std::sync::LazyLock::new(HashMap::new);
+        Policy {
+            ttl,
+            stale_if_error: 0,
+            error_caching,
+            error_responses: &NONE,
+        }
+    }
+
+    fn ttl(o: &OriginFreshness, ttl: &TtlPolicy) -> Option<u64> {
+        policy(*ttl, ErrorCaching::Minimum).ttl(StatusCode::OK, o)
     }
 
     #[test]
@@ -203,24 +299,37 @@ mod tests {
             ("expires", &later),
             ("date", &now),
         ]);
-        assert_eq!(ttl(&all, &CLOUDFRONT_DEFAULTS), 120);
+        assert_eq!(ttl(&all, &CLOUDFRONT_DEFAULTS), Some(120));
         let no_s = origin(&[
             ("cache-control", "max-age=60"),
             ("expires", &later),
             ("date", &now),
         ]);
-        assert_eq!(ttl(&no_s, &CLOUDFRONT_DEFAULTS), 60);
+        assert_eq!(ttl(&no_s, &CLOUDFRONT_DEFAULTS), Some(60));
         let expires_only = origin(&[("expires", &later), ("date", &now)]);
-        assert!((499..=500).contains(&ttl(&expires_only, &CLOUDFRONT_DEFAULTS)));
-        assert_eq!(ttl(&origin(&[("expires", "0")]), &CLOUDFRONT_DEFAULTS), 0);
+        assert!((499..=500).contains(&ttl(&expires_only, &CLOUDFRONT_DEFAULTS).expect("stored")));
+        assert_eq!(ttl(&origin(&[("expires", "0")]), &CLOUDFRONT_DEFAULTS), Some(0));
+    }
+
+    #[test]
+    fn cdn_cache_control_replaces_cache_control_and_expires() {
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(10_000));
+        let o = origin(&[
+            ("cache-control", "max-age=3600"),
+            ("expires", &later),
+            ("cdn-cache-control", "max-age=0"),
+        ]);
+        assert_eq!(ttl(&o, &CLOUDFRONT_DEFAULTS), Some(0));
+        let o = origin(&[("cdn-cache-control", "max-age=60"), ("expires", "0")]);
+        assert_eq!(ttl(&o, &CLOUDFRONT_DEFAULTS), Some(60));
     }
 
     #[test]
     fn default_ttl_only_when_the_origin_is_silent() {
-        assert_eq!(ttl(&origin(&[]), &CLOUDFRONT_DEFAULTS), 86_400);
+        assert_eq!(ttl(&origin(&[]), &CLOUDFRONT_DEFAULTS), Some(86_400));
         assert_eq!(
             ttl(&origin(&[("cache-control", "max-age=0")]), &CLOUDFRONT_DEFAULTS),
-            0
+            Some(0)
         );
     }
 
@@ -231,63 +340,121 @@ mod tests {
             default: 200,
             max: 300,
         };
-        assert_eq!(ttl(&origin(&[("cache-control", "max-age=5")]), &policy), 100);
-        assert_eq!(ttl(&origin(&[("cache-control", "max-age=5000")]), &policy), 300);
+        assert_eq!(
+            ttl(&origin(&[("cache-control", "max-age=5")]), &policy),
+            Some(100)
+        );
+        assert_eq!(
+            ttl(&origin(&[("cache-control", "max-age=5000")]), &policy),
+            Some(300)
+        );
         let inverted_default = TtlPolicy {
             min: 10,
             default: 86_400,
             max: 60,
         };
-        assert_eq!(ttl(&origin(&[]), &inverted_default), 60);
+        assert_eq!(ttl(&origin(&[]), &inverted_default), Some(60));
     }
 
     #[test]
     fn no_cache_like_directives_depend_on_min_ttl() {
         for directive in ["no-cache", "no-store", "private"] {
             let o = origin(&[("cache-control", directive)]);
-            let zero = ttl(&o, &CLOUDFRONT_DEFAULTS);
-            assert!(
-                !storable(StatusClass::Success, &o, zero),
-                "{directive} with min 0"
-            );
-            let policy = TtlPolicy {
+            assert_eq!(ttl(&o, &CLOUDFRONT_DEFAULTS), None, "{directive} with min 0");
+            let min = TtlPolicy {
                 min: 30,
                 ..CLOUDFRONT_DEFAULTS
             };
-            let min = ttl(&o, &policy);
-            assert_eq!(min, 30);
-            assert!(storable(StatusClass::Success, &o, min), "{directive} with min 30");
+            assert_eq!(ttl(&o, &min), Some(30), "{directive} with min 30");
         }
     }
 
     #[test]
-    fn errors_use_the_longer_of_origin_and_error_caching_ttl() {
-        assert_eq!(error_ttl(&origin(&[]), 10), 10);
-        assert_eq!(error_ttl(&origin(&[("cache-control", "max-age=60")]), 10), 60);
-        assert_eq!(error_ttl(&origin(&[("cache-control", "max-age=1")]), 10), 10);
-        assert_eq!(
-            status_class(StatusCode::RANGE_NOT_SATISFIABLE),
-            StatusClass::Never
-        );
-        assert_eq!(status_class(StatusCode::NOT_FOUND), StatusClass::Error);
-        assert_eq!(status_class(StatusCode::FOUND), StatusClass::Never);
+    fn any_status_with_explicit_freshness_is_stored() {
+        let p = policy(CLOUDFRONT_DEFAULTS, ErrorCaching::Minimum);
+        let fresh = origin(&[("cache-control", "max-age=60")]);
+        for status in [302, 307, 410, 418, 429] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert!(p.ttl(status, &fresh).is_some_and(|t| t >= 60), "{status}");
+        }
+        for status in [302, 307, 418] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert_eq!(p.ttl(status, &origin(&[])), None, "{status}");
+        }
+        for status in [206, 304, 416] {
+            let status = StatusCode::from_u16(status).expect("status");
+            assert_eq!(p.ttl(status, &fresh), None, "{status}");
+        }
+    }
+
+    #[test]
+    fn error_caching_minimum_is_cloudfronts_rule() {
+        let p = policy(CLOUDFRONT_DEFAULTS, ErrorCaching::Minimum);
+        let ttl = |status: u16, o: &OriginFreshness| p.ttl(StatusCode::from_u16(status).expect("status"), o);
+        assert_eq!(ttl(404, &origin(&[])), Some(10));
+        assert_eq!(ttl(503, &origin(&[("cache-control", "max-age=60")])), Some(60));
+        assert_eq!(ttl(503, &origin(&[("cache-control", "max-age=1")])), Some(10));
+        assert_eq!(ttl(403, &origin(&[("expires", "0")])), Some(10));
+        assert_eq!(ttl(500, &origin(&[("cache-control", "no-store")])), Some(10));
+        assert_eq!(ttl(409, &origin(&[])), None);
+    }
+
+    #[test]
+    fn error_caching_origin_is_rfc_9111s_rule() {
+        let p = policy(CLOUDFRONT_DEFAULTS, ErrorCaching::Origin);
+        let ttl = |status: u16, o: &OriginFreshness| p.ttl(StatusCode::from_u16(status).expect("status"), o);
+        let last_modified = origin(&[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
+        assert_eq!(ttl(404, &last_modified), Some(10), "heuristically cacheable");
+        for status in [403, 502, 503, 504] {
+            assert_eq!(ttl(status, &last_modified), None, "{status}");
+        }
+        assert_eq!(ttl(503, &origin(&[("expires", "0")])), Some(0), "already stale");
+        assert_eq!(ttl(503, &origin(&[("cache-control", "max-age=1")])), Some(1));
+        assert_eq!(ttl(404, &origin(&[("cache-control", "no-store")])), None);
+    }
+
+    #[test]
+    fn age_is_the_first_member() {
+        let age = |pairs: &[(&'static str, &str)]| age(&headers(pairs));
+        assert_eq!(age(&[("age", "7200, 0")]), Some(7200));
+        assert_eq!(age(&[("age", "0,7200")]), Some(0));
+        assert_eq!(age(&[("age", "7200"), ("age", "0")]), Some(7200));
+        assert_eq!(age(&[("age", "99999999999999999999999")]), Some(u64::MAX));
+        assert_eq!(age(&[]), None);
+        for invalid in ["abc", "-7200", "7200.0", "", "7200;foo=bar"] {
+            assert_eq!(age(&[("age", invalid)]), None, "{invalid}");
+        }
     }
 
     #[test]
     fn age_is_accounted_for() {
         let t0 = SystemTime::now();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AGE, HeaderValue::from_static("50"));
-        let age = initial_age(&headers, t0, t0 + Duration::from_secs(2));
+        let mut h = HeaderMap::new();
+        h.insert(header::AGE, HeaderValue::from_static("50"));
+        let age = initial_age(&h, t0, t0 + Duration::from_secs(2));
         assert_eq!(age, Duration::from_secs(52));
         let o = origin(&[("cache-control", "max-age=60")]);
-        let policy_ttl = ttl(&o, &CLOUDFRONT_DEFAULTS);
+        let policy_ttl = ttl(&o, &CLOUDFRONT_DEFAULTS).expect("stored");
         let at = |secs| current_age(age, t0, t0 + Duration::from_secs(secs));
         assert_eq!(evaluate(at(7), policy_ttl, &o, 0), Freshness::Fresh);
         assert!(matches!(
             evaluate(at(8), policy_ttl, &o, 0),
             Freshness::Stale { .. }
         ));
+        h.insert(header::AGE, HeaderValue::from_static("99999999999999999999999"));
+        assert!(initial_age(&h, t0, t0 + Duration::from_secs(2)) > Duration::from_secs(1 << 40));
+    }
+
+    #[test]
+    fn viewers_may_ask_for_fresher_than_stored() {
+        let asked = |cc: &'static str| ViewerDirectives::of(&headers(&[("cache-control", cc)]));
+        let age = Duration::from_secs(100);
+        assert!(satisfies(&ViewerDirectives::default(), age, 600));
+        assert!(!satisfies(&asked("no-cache"), age, 600));
+        assert!(!satisfies(&asked("max-age=0"), age, 600));
+        assert!(satisfies(&asked("max-age=100"), age, 600));
+        assert!(satisfies(&asked("min-fresh=500"), age, 600));
+        assert!(!satisfies(&asked("min-fresh=501"), age, 600));
     }
 
     #[test]

@@ -5,6 +5,19 @@
 //! requests share an object: query parameters and cookies sorted, header names case-folded.
 //! Whatever is keyed is also what is forwarded to the origin, so an origin can never answer
 //! differently to requests the cache considers equal.
+//!
+//! URL spellings that RFC 3986 §6.2.2 makes equivalent are normalized, in the path (by
+//! admission, so behaviors, keys and the origin all see one spelling), in query parameters and
+//! in invalidation paths: percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+//! decoded, and the hex digits of the other percent-encodings are uppercased (`%2f` is `%2F`).
+//! Not normalized, because origins may tell them apart: reserved characters and their encodings
+//! (`/` and `%2F`), `+` and `%20`, repeated slashes, a trailing slash, and the case of the path.
+//! Dot segments are refused before this (400).
+//!
+//! Tested here: normalization and its idempotence, key equality and distinctness, and no panics
+//! on arbitrary input.
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use edgefleet_config::{CacheKey as KeyPolicy, KeyList};
@@ -144,16 +157,75 @@ pub(crate) fn with_vary(
     key
 }
 
-/// An invalidation path normalized like stored purge paths (query parameters sorted), so
-/// `/a?b=1&a=2` matches the object stored for `/a?a=2&b=1`.
+/// An invalidation path normalized like stored purge paths (percent-encodings normalized, query
+/// parameters sorted), so `/a?b=1&a=2` matches the object stored for `/a?a=2&b=1`.
 pub(crate) fn normalize_purge_path(path: &str) -> String {
     match path.split_once('?') {
         Some((p, q)) => match select_query(Some(q), &KeyList::All) {
-            Some(q) => format!("{p}?{q}"),
-            None => p.to_owned(),
+            Some(q) => format!("{}?{q}", normalize_encoding(p)),
+            None => normalize_encoding(p).into_owned(),
         },
-        None => path.to_owned(),
+        None => normalize_encoding(path).into_owned(),
     }
+}
+
+/// The prefix of an invalidation path ending in `*`: percent-encodings normalized, the order of
+/// any query parameters kept (a prefix may end inside one).
+pub(crate) fn normalize_purge_prefix(prefix: &str) -> String {
+    match prefix.split_once('?') {
+        Some((p, q)) => format!("{}?{}", normalize_encoding(p), normalize_encoding(q)),
+        None => normalize_encoding(prefix).into_owned(),
+    }
+}
+
+/// RFC 3986 §6.2.2 normalization of percent-encodings: unreserved characters decoded, the hex
+/// digits of the others uppercased. Text with a malformed `%` sequence is left as it is: decoding
+/// next to a stray `%` could make a new escape (`%%30` would become `%0`).
+pub(crate) fn normalize_encoding(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !text.contains('%') || !well_formed {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((high, low)) => {
+                let byte = high << 4 | low;
+                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                    out.push(char::from(byte));
+                } else {
+                    out.push('%');
+                    out.push(char::from(b"0123456789ABCDEF"[usize::from(high)]));
+                    out.push(char::from(b"0123456789ABCDEF"[usize::from(low)]));
+                }
+                i += 3;
+            }
+            None => {
+                // Copies up to the next `%` at once; `text` is UTF-8 and `%` is ASCII, so the
+                // cut is on a character boundary.
+                let next = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| b == b'%')
+                    .map_or(bytes.len(), |p| i + 1 + p);
+                out.push_str(&text[i..next]);
+                i = next;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|d| d as u8)
 }
 
 /// The key of a compressed variant.
@@ -200,14 +272,14 @@ fn select_query(query: Option<&str>, list: &KeyList) -> Option<String> {
     if *list == KeyList::None {
         return None;
     }
-    let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = query
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let name = pair.split_once('=').map_or(pair, |(n, _)| n);
             (
                 percent_encoding::percent_decode_str(name).decode_utf8_lossy(),
-                pair,
+                normalize_encoding(pair),
             )
         })
         .filter(|(name, _)| selected(list, name, false))
@@ -216,7 +288,13 @@ fn select_query(query: Option<&str>, list: &KeyList) -> Option<String> {
         return None;
     }
     pairs.sort_unstable();
-    Some(pairs.iter().map(|(_, pair)| *pair).collect::<Vec<_>>().join("&"))
+    Some(
+        pairs
+            .iter()
+            .map(|(_, pair)| pair.as_ref())
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
 }
 
 /// The selected cookies, sorted, joined with [`ITEM`].
@@ -333,6 +411,28 @@ mod tests {
     }
 
     #[test]
+    fn equivalent_spellings_share_a_key() {
+        assert_eq!(normalize_encoding("/gen/%61bc"), "/gen/abc");
+        assert_eq!(normalize_encoding("/a%2fb%7E%2D"), "/a%2Fb~-");
+        assert_eq!(normalize_encoding("/100%"), "/100%");
+        assert_eq!(normalize_encoding("/%zz%4"), "/%zz%4");
+        assert_eq!(normalize_encoding("/%%300"), "/%%300", "malformed: left alone");
+        assert_eq!(normalize_encoding("/caf\u{e9}%41"), "/caf\u{e9}A");
+        assert!(matches!(normalize_encoding("/plain"), Cow::Borrowed(_)));
+        let p = policy(KeyList::All, KeyList::None, KeyList::None);
+        assert_eq!(
+            key(Some("q=%7euser&b=1"), &[], &p),
+            key(Some("b=1&q=~user"), &[], &p)
+        );
+        assert_ne!(
+            key(Some("q=a%2Bb"), &[], &p).primary,
+            key(Some("q=a+b"), &[], &p).primary
+        );
+        assert_eq!(normalize_purge_path("/%61?b=%31&a=1"), "/a?a=1&b=1");
+        assert_eq!(normalize_purge_prefix("/%61?b=%3"), "/a?b=%3");
+    }
+
+    #[test]
     fn vary_distinguishes_absent_from_empty() {
         let names = [HeaderName::from_static("accept-language")];
         let mut empty = HeaderMap::new();
@@ -360,6 +460,14 @@ mod tests {
             }
             let keyed = build(KeyInput { host: "h", path: "/p", query: Some(&query), headers: &headers }, &p);
             prop_assert!(keyed.primary.starts_with("h\n/p"));
+        }
+
+        #[test]
+        fn normalization_is_idempotent_and_keeps_meaning(text in "[a-zA-Z0-9%/~._+-]{0,40}") {
+            let once = normalize_encoding(&text).into_owned();
+            prop_assert_eq!(normalize_encoding(&once), once.as_str());
+            let decoded = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+            prop_assert_eq!(decoded(&once), decoded(&text));
         }
 
         #[test]

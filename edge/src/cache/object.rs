@@ -1,4 +1,6 @@
-//! What the cache stores: complete responses, and `Vary` markers that point lookups at variants.
+//! What the cache stores: complete responses, and `Vary` markers that point lookups at variants;
+//! and how they are written to the disk tier. Tested here: the disk encoding round-trips and
+//! refuses damaged bytes.
 use std::{
     io::{Read, Write},
     sync::Arc,
@@ -9,7 +11,10 @@ use bytes::Bytes;
 use foyer::{Code, Error as CodeError, ErrorKind};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use super::freshness::{self, OriginFreshness, StatusClass};
+use super::{
+    freshness::{self, OriginFreshness},
+    invalidation::{Provenance, UNKNOWN_EPOCH},
+};
 
 /// A complete response as stored. Bodies are stored whole, so a range or a conditional is always
 /// answered from a complete object.
@@ -22,11 +27,22 @@ pub(crate) struct CachedObject {
     pub(crate) stored_at: SystemTime,
     pub(crate) initial_age: Duration,
     pub(crate) origin: OriginFreshness,
-    pub(crate) class: StatusClass,
     pub(crate) purge_path: Box<str>,
+    /// When the request that produced the content was sent (see `invalidation`); not kept on
+    /// disk, so objects read back from it have [`UNKNOWN_EPOCH`].
+    pub(crate) epoch: u64,
 }
 
 impl CachedObject {
+    /// What purges judge the object by.
+    pub(crate) fn provenance(&self) -> Provenance<'_> {
+        Provenance {
+            epoch: self.epoch,
+            stored_at: self.stored_at,
+            purge_path: &self.purge_path,
+        }
+    }
+
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
         freshness::current_age(self.initial_age, self.stored_at, now)
     }
@@ -35,20 +51,25 @@ impl CachedObject {
         self.headers.get(header::ETAG)
     }
 
-    /// The object refreshed by a 304: the 304's headers replace the stored ones of the same name
-    /// (RFC 9111 §4.3.4) and the age restarts from the 304.
-    pub(crate) fn refreshed(
-        &self,
-        not_modified: &HeaderMap,
-        initial_age: Duration,
-        origin: OriginFreshness,
-    ) -> Self {
+    /// The object refreshed by a 304 to a request sent at `epoch`: the 304's headers replace the
+    /// stored ones of the same name (RFC 9111 §3.2, §4.3.4), except those the stored body depends
+    /// on and `Set-Cookie` (never stored), and the age restarts from the 304.
+    pub(crate) fn refreshed(&self, not_modified: &HeaderMap, initial_age: Duration, epoch: u64) -> Self {
         let mut headers = self.headers.clone();
         for name in not_modified.keys() {
+            // The stored body depends on these: a 304 cannot change how it is encoded, which part
+            // of what it is, or which representation it is.
             if matches!(
                 *name,
-                header::CONTENT_LENGTH | header::AGE | header::TRANSFER_ENCODING
-            ) {
+                header::CONTENT_LENGTH
+                    | header::AGE
+                    | header::TRANSFER_ENCODING
+                    | header::CONTENT_ENCODING
+                    | header::CONTENT_RANGE
+                    | header::ETAG
+                    | header::SET_COOKIE
+            ) || name.as_str() == "content-md5"
+            {
                 continue;
             }
             headers.remove(name);
@@ -56,11 +77,13 @@ impl CachedObject {
                 headers.append(name.clone(), value.clone());
             }
         }
+        // The updated headers say how fresh it is now (a 304 may repeat none of them).
         Self {
+            origin: OriginFreshness::from_response(&headers),
             headers,
             stored_at: SystemTime::now(),
             initial_age,
-            origin,
+            epoch,
             ..self.clone()
         }
     }
@@ -117,7 +140,8 @@ impl Entry {
 // The disk tier's encoding. Decoding never trusts the bytes: every length is bounded and every
 // value re-validated, so a damaged file yields an error (a miss), not a panic.
 
-const TAG_OBJECT: u8 = 1;
+// Tag 1 was an object with a status class; such entries now read as damaged (a miss).
+const TAG_OBJECT: u8 = 3;
 const TAG_VARY: u8 = 2;
 /// Larger lengths can only come from a damaged file.
 const MAX_FIELD: u64 = 1 << 32;
@@ -203,7 +227,6 @@ impl Code for Entry {
             Entry::Object(o) => {
                 w.write_all(&[TAG_OBJECT]).map_err(CodeError::io_error)?;
                 put_u64(w, u64::from(o.status.as_u16()))?;
-                put_u64(w, u64::from(o.class == StatusClass::Error))?;
                 put_time(w, o.stored_at)?;
                 put_u64(w, o.initial_age.as_millis() as u64)?;
                 put_freshness(w, &o.origin)?;
@@ -239,11 +262,6 @@ impl Code for Entry {
                     .ok()
                     .and_then(|s| StatusCode::from_u16(s).ok())
                     .ok_or_else(|| parse_error("status"))?;
-                let class = if get_u64(r)? == 1 {
-                    StatusClass::Error
-                } else {
-                    StatusClass::Success
-                };
                 let stored_at = get_time(r)?;
                 let initial_age = Duration::from_millis(get_u64(r)?);
                 let origin = get_freshness(r)?;
@@ -267,8 +285,8 @@ impl Code for Entry {
                     stored_at,
                     initial_age,
                     origin,
-                    class,
                     purge_path,
+                    epoch: UNKNOWN_EPOCH,
                 })))
             }
             TAG_VARY => {
@@ -317,8 +335,8 @@ mod tests {
                 must_revalidate: true,
                 ..Default::default()
             },
-            class: StatusClass::Error,
             purge_path: "/a?x=1".into(),
+            epoch: 7,
         };
         let mut buf = Vec::new();
         Entry::Object(Arc::new(object.clone()))
@@ -332,7 +350,7 @@ mod tests {
         assert_eq!(back.body, object.body);
         assert_eq!(back.stored_at, object.stored_at);
         assert_eq!(back.origin, object.origin);
-        assert_eq!(back.class, object.class);
+        assert_eq!(back.epoch, UNKNOWN_EPOCH, "epochs belong to this process");
         for cut in 0..buf.len() {
             assert!(Entry::decode(&mut &buf[..cut]).is_err(), "truncated at {cut}");
         }

@@ -28,7 +28,10 @@ use parking_lot::Mutex;
 use edgefleet_config::CacheConfig;
 
 use super::{invalidation::PurgePattern, object::Entry};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    metrics::CacheUsage,
+};
 
 /// Purges kept as tombstones; beyond this the disk tier is cleared instead (always correct).
 const MAX_TOMBSTONES: usize = 10_000;
@@ -331,12 +334,12 @@ impl Store {
     }
 
     /// Bytes and objects in memory, and the evictions so far.
-    pub(crate) fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> CacheUsage {
         let (bytes, items) = match &self.tier {
             Tier::Memory(cache) => (cache.usage(), cache.entries()),
             Tier::Hybrid(hybrid) => (hybrid.memory().usage(), hybrid.memory().entries()),
         };
-        Usage {
+        CacheUsage {
             bytes: bytes as u64,
             items: items as u64,
             capacity: self.capacity,
@@ -352,12 +355,4 @@ impl Store {
             tracing::warn!(error = %e, "closing the disk tier");
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Usage {
-    pub(crate) bytes: u64,
-    pub(crate) items: u64,
-    pub(crate) capacity: u64,
-    pub(crate) evictions: u64,
 }

@@ -1,12 +1,10 @@
-//! Where the configuration comes from and how it is reloaded: a file (reloaded on SIGHUP, on the
-//! admin reload endpoint, and when it or a secret file it names changes) or a ConfigMap (watched).
-//! A reload compiles the new configuration completely before swapping it in; on any error the
-//! running configuration stays. The cache is never touched by a reload.
+//! Where the configuration comes from (a file or a ConfigMap) and how it is compiled into the
+//! [`Runtime`] requests use. Applying it to the running edge is `reload`'s business.
+mod behavior;
 pub(crate) mod runtime;
-mod watch;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -20,12 +18,8 @@ use kube::Api;
 use self::runtime::Runtime;
 use crate::{
     error::{Error, Result},
-    metrics::ResultLabels,
     origin::InCluster,
-    proxy::Edge,
 };
-
-pub(crate) use watch::spawn_watchers;
 
 /// Where the configuration is read from.
 #[derive(Clone)]
@@ -72,7 +66,7 @@ impl Source {
         matches!(self, Source::ConfigMap { .. })
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Source::File(path) => path.display().to_string(),
             Source::ConfigMap { namespace, name, .. } => format!("ConfigMap {namespace}/{name}"),
@@ -109,7 +103,7 @@ pub(crate) fn from_config_map(config_map: &ConfigMap, namespace: &str, name: &st
     Ok(EdgeConfig::from_yaml(text)?)
 }
 
-/// Loads configurations and applies them to the running edge.
+/// Reads and compiles configurations.
 pub(crate) struct Loader {
     pub(crate) source: Source,
     region_override: Option<String>,
@@ -136,77 +130,4 @@ impl Loader {
             previous,
         )
     }
-
-    /// Re-reads the source and applies it. Returns the new generation.
-    pub(crate) async fn reload(&self, edge: &Edge) -> Result<u64> {
-        let result = match self.source.read().await {
-            Ok(config) => self.apply(edge, config),
-            Err(e) => Err(e),
-        };
-        self.record(edge, &result);
-        result
-    }
-
-    /// Applies an already read configuration (from the ConfigMap watch).
-    pub(crate) fn apply_read(&self, edge: &Edge, config: Result<EdgeConfig>) -> Result<u64> {
-        let result = config.and_then(|c| self.apply(edge, c));
-        self.record(edge, &result);
-        result
-    }
-
-    fn apply(&self, edge: &Edge, config: EdgeConfig) -> Result<u64> {
-        let previous = edge.runtime();
-        warn_restart_only(&previous.config, &config);
-        let runtime = self.compile(config, Some(&previous))?;
-        let generation = runtime.generation;
-        edge.replace_runtime(runtime);
-        Ok(generation)
-    }
-
-    fn record(&self, edge: &Edge, result: &Result<u64>) {
-        let label = match result {
-            Ok(generation) => {
-                tracing::info!(source = %self.source.describe(), generation, "configuration applied");
-                "applied"
-            }
-            Err(e) => {
-                tracing::error!(source = %self.source.describe(), error = %e, "configuration rejected; keeping the running one");
-                "rejected"
-            }
-        };
-        edge.metrics
-            .config_reloads
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
-    }
-}
-
-/// Listen addresses and cache sizes are fixed for the life of the process.
-fn warn_restart_only(old: &EdgeConfig, new: &EdgeConfig) {
-    if old.listen != new.listen {
-        tracing::warn!("listen addresses changed; they take effect on restart");
-    }
-    if old.cache != new.cache {
-        tracing::warn!("cache settings changed; they take effect on restart");
-    }
-    if old.upload.is_none() && new.upload.is_some() {
-        tracing::warn!("an upload section was added; the upload port opens on restart");
-    }
-}
-
-/// A secret from a file the configuration names (trimmed; an empty one is an error).
-pub(crate) fn read_secret(what: &'static str, path: &Path) -> Result<String> {
-    let value = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Error::EmptySecret {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    Ok(value.to_owned())
 }

@@ -1,17 +1,17 @@
 //! A configuration compiled for serving: behaviors with their matchers, origin clients, secrets
 //! read from their files. Built whole on every (re)load and swapped in atomically, so a request
 //! sees one consistent configuration from start to end.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use http::{HeaderValue, Method};
 
 use edgefleet_config::{Behavior as BehaviorConfig, EdgeConfig, ErrorResponse, KeyList, Limits};
 
+use super::behavior::PathPattern;
 use crate::{
-    cache::freshness::TtlPolicy,
+    cache::freshness::{Policy, TtlPolicy},
     error::{Error, Result},
     origin::{InCluster, Origins},
-    proxy::behavior::PathPattern,
 };
 
 /// A behavior ready for requests.
@@ -44,6 +44,16 @@ impl Behavior {
                 .filter_map(|m| Method::from_bytes(m.as_str().as_bytes()).ok())
                 .collect(),
             forward_host,
+        }
+    }
+
+    /// How this behavior decides TTLs, with the configuration's error responses.
+    pub(crate) fn policy<'a>(&self, runtime: &'a Runtime) -> Policy<'a> {
+        Policy {
+            ttl: self.ttl,
+            stale_if_error: self.config.stale_if_error_seconds,
+            error_caching: self.config.error_caching,
+            error_responses: &runtime.error_responses,
         }
     }
 
@@ -80,13 +90,11 @@ pub(crate) struct Runtime {
     behaviors: Vec<Behavior>,
     default_behavior: Behavior,
     pub(crate) origins: Origins,
-    pub(crate) error_responses: HashMap<u16, ErrorResponse>,
+    pub(crate) error_responses: Arc<HashMap<u16, ErrorResponse>>,
     pub(crate) default_root_object: Option<String>,
     pub(crate) admin_token: String,
     pub(crate) limits: Limits,
     pub(crate) max_object_bytes: u64,
-    /// The upload port's settings, when the configuration has an `upload` section.
-    pub(crate) upload: Option<crate::upload::Target>,
 }
 
 impl Runtime {
@@ -119,8 +127,7 @@ impl Runtime {
         let behaviors: Vec<Behavior> = config.behaviors.iter().map(Behavior::new).collect();
         let mut default_behavior = Behavior::new(&config.default_behavior);
         default_behavior.pattern = None;
-        let admin_token = super::read_secret("the admin token", &config.admin.token_file)?;
-        let upload = crate::upload::Target::compile(&config)?;
+        let admin_token = crate::secret::read_secret("the admin token", &config.admin.token_file)?;
         Ok(Self {
             generation,
             region,
@@ -130,11 +137,13 @@ impl Runtime {
             behaviors,
             default_behavior,
             origins,
-            error_responses: config
-                .error_responses
-                .iter()
-                .map(|e| (e.error_code, e.clone()))
-                .collect(),
+            error_responses: Arc::new(
+                config
+                    .error_responses
+                    .iter()
+                    .map(|e| (e.error_code, e.clone()))
+                    .collect(),
+            ),
             default_root_object: config
                 .default_root_object
                 .as_deref()
@@ -142,7 +151,6 @@ impl Runtime {
             admin_token,
             limits: config.limits.clone(),
             max_object_bytes: config.cache.max_object_bytes(),
-            upload,
             config,
         })
     }

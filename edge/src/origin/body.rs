@@ -9,22 +9,26 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, combinators::BoxBody};
 use tokio::time::{Instant, Sleep};
 
 use super::OriginError;
 
 pub(crate) struct OriginBody {
-    inner: Incoming,
+    inner: BoxBody<Bytes, hyper::Error>,
     origin: Arc<str>,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl OriginBody {
-    pub(crate) fn new(inner: Incoming, origin: Arc<str>, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        inner: impl Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+        origin: Arc<str>,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            inner,
+            inner: inner.boxed(),
             origin,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),

@@ -256,6 +256,11 @@ impl HttpClient {
         if request.method == Method::GET || request.method == Method::HEAD {
             headers.remove(header::CONTENT_LENGTH);
         }
+        if let Some(interim) = request.interim.clone() {
+            hyper::ext::on_informational(&mut outgoing, move |response| {
+                interim.report(response.status(), response.headers());
+            });
+        }
         exchange(&self.client, &self.id, outgoing, self.read_timeout).await
     }
 }

@@ -32,6 +32,37 @@ pub(crate) struct OriginRequest {
     /// and always to an origin shield.
     pub(crate) viewer_host: String,
     pub(crate) forward_viewer_host: bool,
+    /// Where interim (1xx) responses from the origin go: the viewer's connection.
+    pub(crate) interim: Option<Interim>,
+}
+
+/// Receives the interim (1xx) responses an origin sends before its final one: a request's handle
+/// on where they go (the viewer's connection).
+#[derive(Clone)]
+pub(crate) struct Interim {
+    sink: Arc<dyn InterimSink>,
+    request: u64,
+}
+
+/// Where interim responses go, by request.
+pub(crate) trait InterimSink: Send + Sync {
+    fn report(&self, request: u64, status: StatusCode, headers: &HeaderMap);
+}
+
+impl Interim {
+    pub(crate) fn new(sink: Arc<dyn InterimSink>, request: u64) -> Self {
+        Self { sink, request }
+    }
+
+    pub(crate) fn report(&self, status: StatusCode, headers: &HeaderMap) {
+        self.sink.report(self.request, status, headers);
+    }
+}
+
+impl std::fmt::Debug for Interim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interim")
+    }
 }
 
 /// Why an origin gave no response.
@@ -275,6 +306,34 @@ impl Origins {
     }
 }
 
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), and those a `Connection` header names: they
+/// concern one connection, never the next hop.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<::http::HeaderName> = headers
+        .get_all(::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| ::http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        ::http::header::CONNECTION,
+        ::http::HeaderName::from_static("keep-alive"),
+        ::http::HeaderName::from_static("proxy-connection"),
+        ::http::header::PROXY_AUTHENTICATE,
+        ::http::header::PROXY_AUTHORIZATION,
+        ::http::header::TE,
+        ::http::header::TRAILER,
+        ::http::header::TRANSFER_ENCODING,
+        ::http::header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
 async fn fetch(
     client: &Client,
     request: &OriginRequest,
@@ -285,4 +344,32 @@ async fn fetch(
         response,
         origin: client.id().clone(),
     })
+}
+
+/// Origin responses made in memory, for unit tests of what consumes them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::{Fetched, OriginBody};
+
+    pub(crate) fn fetched(status: u16, headers: &[(&str, &str)], body: Bytes) -> Fetched {
+        let mut response = ::http::Response::new(OriginBody::new(
+            Full::new(body).map_err(|never| match never {}),
+            "test".into(),
+            std::time::Duration::from_secs(5),
+        ));
+        *response.status_mut() = ::http::StatusCode::from_u16(status).expect("status");
+        for (name, value) in headers {
+            response.headers_mut().append(
+                ::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                ::http::HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        Fetched {
+            response,
+            origin: "test".into(),
+        }
+    }
 }

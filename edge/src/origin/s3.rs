@@ -29,8 +29,8 @@ use super::{
     http::{OutgoingBody, PooledClient, pooled_client, send},
 };
 use crate::{
-    config::read_secret,
     error::{Error, Result},
+    secret::read_secret,
 };
 
 /// S3's unreserved characters plus `/`, which separates key segments and stays literal.
@@ -41,8 +41,15 @@ pub(crate) const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-/// Request headers that S3 should see: conditionals (for revalidation).
-const FORWARDED: [header::HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
+/// Request headers that S3 should see: conditionals (for revalidation), and a range with its
+/// condition (for a reader continuing on its own; viewers' ranges never reach an origin).
+const FORWARDED: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::RANGE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
 
 pub(crate) struct S3Client {
     id: Arc<str>,

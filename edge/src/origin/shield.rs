@@ -376,6 +376,7 @@ mod tests {
             headers: http::HeaderMap::new(),
             viewer_host: host.into(),
             forward_viewer_host: false,
+            interim: None,
         };
         let a = routing_key(&request("a.example", "/x", Some("v=1")));
         assert_eq!(a, "a.example\n/x?v=1");

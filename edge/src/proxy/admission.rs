@@ -1,12 +1,23 @@
 //! What a viewer's request must satisfy before anything else happens: size limits, a host this
 //! distribution serves, a path that cannot escape (no dot segments, raw or encoded). The result is
-//! a normalized [`Viewer`] request.
+//! a normalized [`Viewer`] request: one spelling of the path for behaviors, keys and the origin.
 use std::net::SocketAddr;
 
 use http::{HeaderMap, Method, Version, header, request::Parts};
 use percent_encoding::percent_decode_str;
 
-use crate::config::runtime::Runtime;
+use crate::{cache::key::normalize_encoding, config::runtime::Runtime, origin::Interim};
+
+/// What the connection's smuggling guard concluded about a request's raw head, before hyper
+/// parsed it (see `server::sniff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Clean,
+    /// Serve it, then close the connection (its body was not followed).
+    CloseAfter,
+    /// Refuse it with 400 and close.
+    Smuggling(&'static str),
+}
 
 /// A request that passed admission.
 pub(crate) struct Viewer {
@@ -14,11 +25,13 @@ pub(crate) struct Viewer {
     pub(crate) version: Version,
     /// Lowercase, without port or trailing dot.
     pub(crate) host: String,
-    /// As received (percent-encoding kept), with the default root object applied.
+    /// Percent-encodings normalized (RFC 3986 §6.2.2), the default root object applied.
     pub(crate) path: String,
     pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) client: SocketAddr,
+    /// Where the origin's interim (1xx) responses go; never for HTTP/1.0 viewers (RFC 9110 §15.2).
+    pub(crate) interim: Option<Interim>,
 }
 
 /// Why a request is refused before routing.
@@ -30,7 +43,12 @@ pub(crate) enum Rejection {
     UnknownHost(String),
 }
 
-pub(crate) fn admit(parts: Parts, runtime: &Runtime, client: SocketAddr) -> Result<Viewer, Rejection> {
+pub(crate) fn admit(
+    parts: Parts,
+    runtime: &Runtime,
+    client: SocketAddr,
+    interim: Option<Interim>,
+) -> Result<Viewer, Rejection> {
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > runtime.limits.max_url_bytes {
         return Err(Rejection::UriTooLong);
@@ -84,11 +102,12 @@ pub(crate) fn admit(parts: Parts, runtime: &Runtime, client: SocketAddr) -> Resu
     }
     let path = match (&runtime.default_root_object, path) {
         (Some(root), "/") => root.clone(),
-        _ => path.to_owned(),
+        _ => normalize_encoding(path).into_owned(),
     };
     let query = parts.uri.query().map(str::to_owned);
     Ok(Viewer {
         method: parts.method,
+        interim: interim.filter(|_| parts.version != Version::HTTP_10),
         version: parts.version,
         host,
         path,

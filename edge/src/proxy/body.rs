@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::cache::collapse::BodyReader;
+use crate::cache::stream::BodyReader;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -1,30 +1,50 @@
-//! GET and HEAD: served from the cache, filled from the origin on a miss, revalidated when stale,
-//! compressed when the viewer accepts it.
-use std::sync::{Arc, OnceLock};
+//! GET and HEAD: the cache is asked (lookup, then fill on a miss or to revalidate) and its answer
+//! is turned into the viewer's response, compressed when the viewer accepts it. How objects are
+//! stored, shared and purged is the cache's business; this is the viewer's side of it.
+//!
+//! A viewer sending `X-Edgefleet-Debug: cache` gets a `Cache-Status` (RFC 9211) saying how the
+//! edge handled the request: a hit, or what was forwarded and whether it was stored, with the
+//! admission's reason when not.
+//!
+//! Tested through the binary: `tests/caching.rs`, `tests/http_semantics.rs`,
+//! `tests/conformance.rs`.
+use std::{
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+    time::{Instant, SystemTime},
+};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Version, header};
-use tokio::sync::oneshot;
+use edgefleet_config::ViewerCacheControl;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 
 use super::{
-    Edge,
     admission::Viewer,
     compress::{self, Encoding},
-    errors,
-    fill::{self, FillJob, Handoff},
+    errors, record_origin,
     respond::{self, Served},
 };
 use crate::{
     cache::{
-        Lookup, Policy,
-        collapse::{BodyReader, Join, Phase, SharedResponse},
+        Ask, Filled, Found, Lookup,
+        admission::NoStore,
+        cache_control::ViewerDirectives,
+        fill::{FillJob, FillRules, SharedResponse},
+        freshness::{self, Policy},
         key::{self, KeyInput, Keyed},
-        object::{CachedObject, Entry},
+        object::CachedObject,
+        stream::{BodyReader, Source},
     },
     config::runtime::{Behavior, Runtime},
-    metrics::CacheResult,
+    metrics::{CacheResult, Metrics},
     origin::{Fetched, OriginError, OriginRequest},
+    state::Edge,
 };
+
+/// The request header that asks for `Cache-Status`.
+const DEBUG: HeaderName = HeaderName::from_static("x-edgefleet-debug");
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// One request's view of the cache.
 struct Ctx<'a> {
@@ -34,22 +54,20 @@ struct Ctx<'a> {
     viewer: &'a Viewer,
     keyed: Keyed,
     /// Built only when the origin is asked: hits never pay for it.
-    request: OnceLock<OriginRequest>,
+    source: OnceLock<Arc<OriginFetch>>,
 }
 
-/// What the cache and the origin gave for a request.
-enum Got {
-    /// A complete object.
-    Object {
-        object: Arc<CachedObject>,
-        key: String,
-        cache: CacheResult,
+/// How the edge handled a request, for `Cache-Status`.
+enum Handling {
+    Hit,
+    StaleWhileRevalidate,
+    StaleIfError,
+    Refreshed,
+    Forwarded {
+        status: StatusCode,
+        stored: Result<(), NoStore>,
     },
-    /// A fill in progress that this viewer follows (with its reader, for the leader).
-    Streaming(Arc<SharedResponse>, Option<BodyReader>),
-    /// A response for this viewer alone.
-    Pass(Fetched),
-    Failed(OriginError),
+    OriginFailed,
 }
 
 pub(crate) async fn serve(
@@ -64,26 +82,205 @@ pub(crate) async fn serve(
         query: viewer.query.as_deref(),
         headers: &viewer.headers,
     };
-    let keyed = key::build(input, &behavior.config.cache_key);
     let ctx = Ctx {
         edge,
         runtime,
         behavior,
         viewer,
-        keyed,
-        request: OnceLock::new(),
+        keyed: key::build(input, &behavior.config.cache_key),
+        source: OnceLock::new(),
     };
-    match obtain(&ctx).await {
-        Got::Object { object, key, cache } => serve_object(&ctx, object, &key, cache).await,
-        Got::Streaming(shared, reader) => serve_streaming(&ctx, shared, reader).await,
-        Got::Pass(fetched) => respond::from_origin(viewer, fetched, keep_set_cookie(behavior)),
-        Got::Failed(e) => errors::origin_failed(&e),
+    let policy = behavior.policy(runtime);
+    let ask = Ask {
+        primary: &ctx.keyed.primary,
+        headers: &viewer.headers,
+        key_policy: &behavior.config.cache_key,
+        policy: &policy,
+    };
+    let mut lookup = edge.cache.lookup(&ask).await;
+    let asked = (behavior.config.viewer_cache_control == ViewerCacheControl::Honor)
+        .then(|| ViewerDirectives::of(&viewer.headers));
+    if let Some(asked) = &asked {
+        lookup = match lookup {
+            Lookup::Fresh(found) if !viewer_accepts(asked, &found.object, &policy) => Lookup::Stale {
+                found,
+                while_revalidate: false,
+                if_error: false,
+            },
+            lookup => lookup,
+        };
+        let fresh = matches!(lookup, Lookup::Fresh(_));
+        if asked.only_if_cached && !fresh {
+            return errors::plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "only-if-cached: nothing fresh is stored for this request".to_owned(),
+            );
+        }
+        if asked.no_store && !fresh {
+            // RFC 9111 §5.2.1.5: nothing of this exchange is stored.
+            return alone(&ctx, NoStore::Forbidden).await.0;
+        }
+    }
+    let (mut served, handling) = match lookup {
+        Lookup::Fresh(found) => (
+            serve_object(&ctx, found.object, &found.key, CacheResult::Hit).await,
+            Handling::Hit,
+        ),
+        Lookup::Stale {
+            found,
+            while_revalidate: true,
+            ..
+        } => {
+            edge.cache
+                .refresh_in_background(&found.key, ctx.job(Some(found.object.clone()), false));
+            let served = serve_object(&ctx, found.object, &found.key, CacheResult::Hit).await;
+            (served, Handling::StaleWhileRevalidate)
+        }
+        Lookup::Stale { found, if_error, .. } => {
+            let job = ctx.job(Some(found.object.clone()), if_error);
+            let filled = edge.cache.fill(&ask, &found.key, job).await;
+            answer(&ctx, filled, Some(found)).await
+        }
+        Lookup::Miss { key } => {
+            let filled = edge.cache.fill(&ask, &key, ctx.job(None, false)).await;
+            answer(&ctx, filled, None).await
+        }
+    };
+    if viewer
+        .headers
+        .get(DEBUG)
+        .is_some_and(|v| v.as_bytes() == b"cache")
+    {
+        served
+            .response
+            .headers_mut()
+            .insert(CACHE_STATUS, cache_status(&handling));
+    }
+    served
+}
+
+/// Whether a fresh stored object may answer a viewer who asked with these directives.
+fn viewer_accepts(asked: &ViewerDirectives, object: &CachedObject, policy: &Policy<'_>) -> bool {
+    let ttl = policy.ttl(object.status, &object.origin).unwrap_or(0);
+    freshness::satisfies(asked, object.age(SystemTime::now()), ttl)
+}
+
+/// `Cache-Status` (RFC 9211) for a request's handling.
+fn cache_status(handling: &Handling) -> HeaderValue {
+    let mut value = String::from("edgefleet; ");
+    let _ = match handling {
+        Handling::Hit => write!(value, "hit"),
+        Handling::StaleWhileRevalidate => write!(value, "hit; detail=\"stale-while-revalidate\""),
+        Handling::StaleIfError => write!(value, "hit; fwd=stale; detail=\"stale-if-error\""),
+        Handling::Refreshed => write!(value, "fwd=stale; fwd-status=304"),
+        Handling::Forwarded { status, stored } => {
+            let _ = write!(value, "fwd=miss; fwd-status={}", status.as_u16());
+            match stored {
+                Ok(()) => write!(value, "; stored"),
+                Err(reason) => write!(value, "; detail=\"no-store: {}\"", reason.as_str()),
+            }
+        }
+        Handling::OriginFailed => write!(value, "fwd=miss; detail=\"origin unavailable\""),
+    };
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("edgefleet"))
+}
+
+/// Turns what a fill gave into this viewer's response.
+async fn answer(ctx: &Ctx<'_>, filled: Filled, stale: Option<Found>) -> (Served, Handling) {
+    match filled {
+        Filled::Streaming {
+            shared,
+            reader,
+            set_cookie,
+        } => {
+            let handling = Handling::Forwarded {
+                status: shared.status,
+                stored: if shared.kept {
+                    Ok(())
+                } else {
+                    Err(NoStore::TooLarge)
+                },
+            };
+            let mut served = serve_streaming(ctx, shared, reader).await;
+            with_cookies(&mut served, set_cookie);
+            (served, handling)
+        }
+        Filled::Refreshed { object, set_cookie } => {
+            let key = stale.map_or_else(|| ctx.keyed.primary.clone(), |found| found.key);
+            let mut served = serve_object(ctx, object, &key, CacheResult::RefreshHit).await;
+            with_cookies(&mut served, set_cookie);
+            (served, Handling::Refreshed)
+        }
+        Filled::Stale => match stale {
+            Some(found) => (
+                serve_object(ctx, found.object, &found.key, CacheResult::Hit).await,
+                Handling::StaleIfError,
+            ),
+            None => alone(ctx, NoStore::NoLifetime).await,
+        },
+        Filled::NotShared {
+            reason,
+            response: Some(fetched),
+        } => {
+            let status = fetched.response.status();
+            (
+                respond::from_origin(ctx.viewer, fetched),
+                Handling::Forwarded {
+                    status,
+                    stored: Err(reason),
+                },
+            )
+        }
+        Filled::NotShared {
+            reason,
+            response: None,
+        } => alone(ctx, reason).await,
+        Filled::Failed(e) => (errors::origin_failed(&e), Handling::OriginFailed),
     }
 }
 
-/// Set-Cookie reaches viewers only when cookies are part of the key (CloudFront's rule).
-fn keep_set_cookie(behavior: &Behavior) -> bool {
-    behavior.config.cache_key.cookies != edgefleet_config::KeyList::None
+/// Gives the viewer whose request fetched a response the cookies it set, which the stored copy
+/// does not keep.
+fn with_cookies(served: &mut Served, set_cookie: Vec<HeaderValue>) {
+    for cookie in set_cookie {
+        served.response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// The cache's view of a behavior's origin: the request a fill sends, again with extra headers
+/// when the cache needs them.
+struct OriginFetch {
+    runtime: Arc<Runtime>,
+    target: String,
+    request: OriginRequest,
+    metrics: Arc<Metrics>,
+}
+
+impl OriginFetch {
+    async fn send(&self, extra: HeaderMap) -> Result<Fetched, OriginError> {
+        let started = Instant::now();
+        let result = if extra.is_empty() {
+            self.runtime
+                .origins
+                .send(&self.target, &self.request, None, true)
+                .await
+        } else {
+            let mut request = self.request.clone();
+            request.headers.extend(extra);
+            self.runtime
+                .origins
+                .send(&self.target, &request, None, true)
+                .await
+        };
+        record_origin(&self.metrics, &result, started);
+        result
+    }
+}
+
+impl Source for OriginFetch {
+    fn fetch(self: Arc<Self>, extra: HeaderMap) -> BoxFuture<'static, Result<Fetched, OriginError>> {
+        Box::pin(async move { self.send(extra).await })
+    }
 }
 
 /// The GET sent to the origin: the viewer's end-to-end headers that may be forwarded, the keyed
@@ -106,207 +303,57 @@ fn origin_request(behavior: &Behavior, viewer: &Viewer, keyed: &Keyed) -> Origin
         headers,
         viewer_host: viewer.host.clone(),
         forward_viewer_host: behavior.forward_host,
+        interim: viewer.interim.clone(),
     }
 }
 
 impl Ctx<'_> {
-    fn request(&self) -> &OriginRequest {
-        self.request
-            .get_or_init(|| origin_request(self.behavior, self.viewer, &self.keyed))
+    fn source(&self) -> &Arc<OriginFetch> {
+        self.source.get_or_init(|| {
+            Arc::new(OriginFetch {
+                runtime: self.runtime.clone(),
+                target: self.behavior.config.target_origin.clone(),
+                request: origin_request(self.behavior, self.viewer, &self.keyed),
+                metrics: self.edge.metrics.clone(),
+            })
+        })
     }
 
-    fn policy(&self) -> Policy<'_> {
-        Policy {
-            ttl: self.behavior.ttl,
-            stale_if_error: self.behavior.config.stale_if_error_seconds,
-            error_responses: &self.runtime.error_responses,
-        }
-    }
-
-    fn job(&self, stale: Option<(Arc<CachedObject>, String)>, stale_on_error: bool) -> FillJob {
+    fn job(&self, stale: Option<Arc<CachedObject>>, stale_on_error: bool) -> FillJob {
+        let source = self.source();
         FillJob {
             primary: self.keyed.primary.clone(),
             purge_path: self.keyed.purge_path.clone(),
-            target: self.behavior.config.target_origin.clone(),
-            request: self.request().clone(),
+            forwarded: source.request.headers.clone(),
+            source: source.clone(),
             stale,
             stale_on_error,
-            ttl: self.behavior.ttl,
-            keep_set_cookie: keep_set_cookie(self.behavior),
-            authorization_forwarded: self.request().headers.contains_key(header::AUTHORIZATION),
-            key_policy: self.behavior.config.cache_key.clone(),
-        }
-    }
-
-    /// Joins (or starts) the fill for `key`; returns its outcome and, for the leader of a fill
-    /// that was not shareable, the origin's response.
-    async fn fill(
-        &self,
-        key: &str,
-        stale: Option<(Arc<CachedObject>, String)>,
-        stale_on_error: bool,
-    ) -> (Phase, Option<Handoff>) {
-        match self.edge.cache.flights.join(key, &self.keyed.purge_path) {
-            Join::Leader(flight) => {
-                let (tx, rx) = oneshot::channel();
-                let job = self.job(stale, stale_on_error);
-                tokio::spawn(fill::run(
-                    self.edge.clone(),
-                    self.runtime.clone(),
-                    flight.clone(),
-                    job,
-                    tx,
-                ));
-                let phase = flight.outcome().await;
-                // The fill hands over before it publishes these phases.
-                let handoff = match phase {
-                    Phase::Pass | Phase::Streaming(_) => rx.await.ok(),
-                    _ => None,
-                };
-                (phase, handoff)
-            }
-            Join::Follower(flight) => (flight.outcome().await, None),
-        }
-    }
-
-    /// Refreshes a stale object in the background, unless a refresh is already running.
-    fn revalidate_in_background(&self, object: &Arc<CachedObject>, key: &str) {
-        if let Join::Leader(flight) = self.edge.cache.flights.join(key, &self.keyed.purge_path) {
-            let (tx, _) = oneshot::channel();
-            let job = self.job(Some((object.clone(), key.to_owned())), false);
-            tokio::spawn(fill::run(
-                self.edge.clone(),
-                self.runtime.clone(),
-                flight,
-                job,
-                tx,
-            ));
-        }
-    }
-
-    /// An uncollapsed origin request for this viewer alone.
-    async fn fetch_alone(&self) -> Result<Fetched, OriginError> {
-        let started = std::time::Instant::now();
-        let result = self
-            .runtime
-            .origins
-            .send(&self.behavior.config.target_origin, self.request(), None, true)
-            .await;
-        fill::record_origin(self.edge, &result, started);
-        result
-    }
-
-    async fn got_alone(&self) -> Got {
-        match self.fetch_alone().await {
-            Ok(fetched) => Got::Pass(fetched),
-            Err(e) => Got::Failed(e),
+            rules: FillRules {
+                ttl: self.behavior.ttl,
+                error_caching: self.behavior.config.error_caching,
+                error_responses: self.runtime.error_responses.clone(),
+                key_policy: self.behavior.config.cache_key.clone(),
+                cache_set_cookie_responses: self.behavior.config.cache_set_cookie_responses,
+                max_object_bytes: self.runtime.max_object_bytes,
+            },
         }
     }
 }
 
-/// Lookup, then hit, revalidation or fill.
-async fn obtain(ctx: &Ctx<'_>) -> Got {
-    let policy = ctx.policy();
-    match ctx
-        .edge
-        .cache
-        .lookup(
-            &ctx.keyed.primary,
-            &ctx.viewer.headers,
-            &ctx.behavior.config.cache_key,
-            &policy,
-        )
-        .await
-    {
-        Lookup::Hit(object, key) => Got::Object {
-            object,
-            key,
-            cache: CacheResult::Hit,
-        },
-        Lookup::Stale {
-            object,
-            key,
-            while_revalidate: true,
-            ..
-        } => {
-            ctx.revalidate_in_background(&object, &key);
-            Got::Object {
-                object,
-                key,
-                cache: CacheResult::Hit,
-            }
-        }
-        Lookup::Stale {
-            object,
-            key,
-            if_error,
-            ..
-        } => {
-            let (phase, handoff) = ctx
-                .fill(&key, Some((object.clone(), key.clone())), if_error)
-                .await;
-            match phase {
-                Phase::Ready(fresh) => Got::Object {
-                    object: fresh,
-                    key,
-                    cache: CacheResult::RefreshHit,
+/// Serves this viewer from its own origin request, when the fill's response is not shared.
+async fn alone(ctx: &Ctx<'_>, reason: NoStore) -> (Served, Handling) {
+    match ctx.source().send(HeaderMap::new()).await {
+        Ok(fetched) => {
+            let status = fetched.response.status();
+            (
+                respond::from_origin(ctx.viewer, fetched),
+                Handling::Forwarded {
+                    status,
+                    stored: Err(reason),
                 },
-                Phase::KeepStale => Got::Object {
-                    object,
-                    key,
-                    cache: CacheResult::Hit,
-                },
-                Phase::Failed(e) if if_error => {
-                    tracing::debug!(error = %e, "serving stale: origin failed");
-                    Got::Object {
-                        object,
-                        key,
-                        cache: CacheResult::Hit,
-                    }
-                }
-                phase => settle(ctx, phase, handoff, true).await,
-            }
+            )
         }
-        Lookup::Miss { key } => {
-            let (phase, handoff) = ctx.fill(&key, None, false).await;
-            settle(ctx, phase, handoff, true).await
-        }
-    }
-}
-
-/// Turns a fill's outcome into what this viewer gets.
-async fn settle(ctx: &Ctx<'_>, phase: Phase, handoff: Option<Handoff>, may_retry: bool) -> Got {
-    match (phase, handoff) {
-        (Phase::Streaming(shared), handoff) => {
-            let own = fill::variant_key(
-                &ctx.keyed.primary,
-                &shared,
-                &ctx.viewer.headers,
-                &ctx.behavior.config.cache_key,
-            );
-            if own == shared.stored_key {
-                let reader = match handoff {
-                    Some(Handoff::Reader(reader)) => Some(reader),
-                    _ => None,
-                };
-                return Got::Streaming(shared, reader);
-            }
-            // The response varies on a header whose value differs for this viewer: fill the
-            // viewer's own variant (collapsed with others wanting the same one).
-            if may_retry {
-                let (phase, handoff) = ctx.fill(&own, None, false).await;
-                return Box::pin(settle(ctx, phase, handoff, false)).await;
-            }
-            ctx.got_alone().await
-        }
-        (Phase::Ready(object), _) => Got::Object {
-            key: ctx.keyed.primary.clone(),
-            object,
-            cache: CacheResult::RefreshHit,
-        },
-        (Phase::Failed(e), _) => Got::Failed(e),
-        (Phase::Pass, Some(Handoff::Pass(fetched))) => Got::Pass(fetched),
-        (Phase::Pass | Phase::KeepStale | Phase::Pending, _) => ctx.got_alone().await,
+        Err(e) => (errors::origin_failed(&e), Handling::OriginFailed),
     }
 }
 
@@ -353,14 +400,11 @@ async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>, reader: Opt
     let compressible = ctx.behavior.config.compress
         && compress::compressible(shared.status, &shared.headers, shared.content_length);
     // Only objects the cache keeps get a stored compressed variant.
-    let kept = shared
-        .content_length
-        .is_some_and(|len| len <= ctx.runtime.max_object_bytes);
-    if compressible && kept && encoding_for(ctx).is_some() {
+    if compressible && shared.kept && encoding_for(ctx).is_some() {
         // Compression needs the whole body (at most 10 MB by the rule above): wait for it.
         return match complete(&shared, reader).await {
             Some(object) => serve_object(ctx, Arc::new(object), &shared.stored_key, CacheResult::Miss).await,
-            None => alone(ctx).await,
+            None => alone(ctx, NoStore::BodyCutShort).await.0,
         };
     }
     match respond::from_shared(
@@ -368,7 +412,7 @@ async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>, reader: Opt
         &shared,
         reader,
         CacheResult::Miss,
-        Some(shared.stored.initial_age),
+        Some(shared.initial_age),
     ) {
         Some(mut served) => {
             if compressible {
@@ -376,15 +420,7 @@ async fn serve_streaming(ctx: &Ctx<'_>, shared: Arc<SharedResponse>, reader: Opt
             }
             served
         }
-        None => alone(ctx).await,
-    }
-}
-
-/// Serves this viewer from its own origin request, when a shared body cannot be joined.
-async fn alone(ctx: &Ctx<'_>) -> Served {
-    match ctx.fetch_alone().await {
-        Ok(fetched) => respond::from_origin(ctx.viewer, fetched, keep_set_cookie(ctx.behavior)),
-        Err(e) => errors::origin_failed(&e),
+        None => alone(ctx, NoStore::TooLarge).await.0,
     }
 }
 
@@ -392,7 +428,7 @@ async fn alone(ctx: &Ctx<'_>) -> Served {
 async fn complete(shared: &SharedResponse, reader: Option<BodyReader>) -> Option<CachedObject> {
     let mut reader = match reader {
         Some(reader) => reader,
-        None => shared.body.reader(None)?,
+        None => shared.body.reader(None, None)?,
     };
     let mut body = BytesMut::with_capacity(shared.content_length.unwrap_or(0) as usize);
     while let Some(piece) = reader.next().await {
@@ -401,7 +437,7 @@ async fn complete(shared: &SharedResponse, reader: Option<BodyReader>) -> Option
     Some(shared.object(body.freeze()))
 }
 
-/// Serves the compressed variant, compressing (once, collapsed) and storing it on a miss.
+/// Serves the compressed variant, made once (collapsed) and stored on a miss.
 async fn serve_compressed(
     ctx: &Ctx<'_>,
     identity: Arc<CachedObject>,
@@ -410,45 +446,20 @@ async fn serve_compressed(
     cache: CacheResult,
 ) -> Served {
     let variant_key = key::with_encoding(key, encoding.token());
-    let policy = ctx.policy();
-    if let Lookup::Hit(variant, _) = ctx.edge.cache.lookup_key(&variant_key, &policy).await {
-        return respond::from_object(ctx.viewer, &variant, cache);
+    let policy = ctx.behavior.policy(ctx.runtime);
+    if let Lookup::Fresh(found) = ctx.edge.cache.lookup_key(&variant_key, &policy).await {
+        return respond::from_object(ctx.viewer, &found.object, cache);
     }
-    let flight = match ctx.edge.cache.flights.join(&variant_key, &ctx.keyed.purge_path) {
-        Join::Leader(flight) => {
-            let (edge, identity, variant_key) = (ctx.edge.clone(), identity.clone(), variant_key.clone());
-            let purge_path = ctx.keyed.purge_path.clone();
-            let leader = flight.clone();
-            tokio::spawn(async move {
-                let source = identity.clone();
-                let built =
-                    tokio::task::spawn_blocking(move || compressed_variant(&source, encoding, &purge_path))
-                        .await;
-                match built {
-                    Ok(Ok(variant)) => {
-                        let variant = Arc::new(variant);
-                        edge.cache
-                            .store_fill(&leader, vec![(variant_key, Entry::Object(variant.clone()))]);
-                        leader.publish(Phase::Ready(variant));
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "compression failed; serving identity");
-                        leader.publish(Phase::Pass);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "compression task failed; serving identity");
-                        leader.publish(Phase::Pass);
-                    }
-                }
-                edge.cache.flights.land(&leader);
-            });
-            flight
-        }
-        Join::Follower(flight) => flight,
-    };
-    match flight.outcome().await {
-        Phase::Ready(variant) => respond::from_object(ctx.viewer, &variant, cache),
-        _ => {
+    let made = ctx
+        .edge
+        .cache
+        .derive(&variant_key, &identity, move |identity| {
+            compressed_variant(identity, encoding)
+        })
+        .await;
+    match made {
+        Some(variant) => respond::from_object(ctx.viewer, &variant, cache),
+        None => {
             let mut served = respond::from_object(ctx.viewer, &identity, cache);
             vary_on_encoding(&mut served);
             served
@@ -457,11 +468,7 @@ async fn serve_compressed(
 }
 
 /// The compressed variant of an identity object: same freshness, weak ETag, new length.
-fn compressed_variant(
-    identity: &CachedObject,
-    encoding: Encoding,
-    purge_path: &str,
-) -> std::io::Result<CachedObject> {
+fn compressed_variant(identity: &CachedObject, encoding: Encoding) -> std::io::Result<CachedObject> {
     let body = compress::compress(encoding, &identity.body)?;
     let mut headers = identity.headers.clone();
     headers.insert(
@@ -477,7 +484,6 @@ fn compressed_variant(
     Ok(CachedObject {
         body: Bytes::from(body),
         headers,
-        purge_path: purge_path.into(),
         ..identity.clone()
     })
 }

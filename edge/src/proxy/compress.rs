@@ -58,9 +58,17 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
-/// Whether a response is worth compressing at all (ignoring the viewer).
+/// Whether a response is worth compressing at all (ignoring the viewer). Never one the origin
+/// marks `no-transform` (RFC 9110 §7.7).
 pub(crate) fn compressible(status: StatusCode, headers: &HeaderMap, len: Option<u64>) -> bool {
+    let no_transform = headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        })
+    });
     status == StatusCode::OK
+        && !no_transform
         && !headers.contains_key(header::CONTENT_ENCODING)
         && len.is_some_and(|l| (MIN_BYTES..=MAX_BYTES).contains(&l))
         && headers
@@ -180,6 +188,12 @@ mod tests {
         let mut encoded = typed("text/plain");
         encoded.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         assert!(!compressible(StatusCode::OK, &encoded, Some(5000)));
+        let mut untouchable = typed("text/plain");
+        untouchable.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, No-Transform"),
+        );
+        assert!(!compressible(StatusCode::OK, &untouchable, Some(5000)));
     }
 
     #[test]

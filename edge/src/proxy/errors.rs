@@ -6,7 +6,6 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
 use super::{
-    Edge,
     admission::{Rejection, Viewer},
     body::Body,
     cached,
@@ -16,6 +15,7 @@ use crate::{
     config::runtime::{Behavior, Runtime},
     metrics::CacheResult,
     origin::OriginError,
+    state::Edge,
 };
 
 /// A short plain-text response; edge-made responses are never cached downstream.
@@ -109,6 +109,7 @@ pub(crate) async fn custom_page(
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect(),
         client: viewer.client,
+        interim: None,
     };
     let behavior = runtime.behavior_for(page_path);
     let page = cached::serve(edge, runtime, behavior, &page_viewer).await;

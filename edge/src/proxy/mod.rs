@@ -2,93 +2,47 @@
 //! cache (GET/HEAD) or a pass-through (other allowed methods), custom error pages, and the
 //! headers every response carries.
 pub(crate) mod admission;
-pub(crate) mod behavior;
 mod body;
 mod cached;
 mod compress;
 mod conditional;
 mod errors;
-mod fill;
-mod headers;
 mod pass;
 mod range;
 mod respond;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
-use parking_lot::RwLock;
 
 pub(crate) use body::Body;
 use respond::Served;
 
+use self::admission::Verdict;
 use crate::{
-    cache::Cache,
     config::runtime::Runtime,
-    metrics::{CacheResult, Metrics, RequestLabels},
-    server::Verdict,
+    metrics::{CacheResult, Metrics, OriginLabels, OriginOutcomeLabels, RequestLabels},
+    origin::{Fetched, Interim, OriginError},
+    state::Edge,
 };
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_EDGE_LOCATION: HeaderName = HeaderName::from_static("x-edge-location");
 
-/// The state every request shares.
-pub(crate) struct Edge {
-    runtime: RwLock<Arc<Runtime>>,
-    pub(crate) cache: Cache,
-    pub(crate) metrics: Arc<Metrics>,
-    draining: AtomicBool,
-}
-
-impl Edge {
-    pub(crate) fn new(runtime: Runtime, cache: Cache, metrics: Arc<Metrics>) -> Self {
-        metrics.config_generation.set(runtime.generation as i64);
-        Self {
-            runtime: RwLock::new(Arc::new(runtime)),
-            cache,
-            metrics,
-            draining: AtomicBool::new(false),
-        }
-    }
-
-    /// The configuration in force now; a request keeps the one it started with.
-    pub(crate) fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.read().clone()
-    }
-
-    /// Swaps in a new configuration. The cache is untouched.
-    pub(crate) fn replace_runtime(&self, runtime: Runtime) {
-        self.metrics.config_generation.set(runtime.generation as i64);
-        *self.runtime.write() = Arc::new(runtime);
-    }
-
-    pub(crate) fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub(crate) fn draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-}
-
-/// Serves one viewer request. `verdict` is the connection guard's view of its raw head.
+/// Serves one viewer request. `verdict` is the connection guard's view of its raw head;
+/// `interim` takes the origin's 1xx responses to the viewer's connection.
 pub(crate) async fn handle(
     edge: Arc<Edge>,
     request: Request<Incoming>,
     client: SocketAddr,
     verdict: Verdict,
+    interim: Option<Interim>,
 ) -> Response<Body> {
     let runtime = edge.runtime();
     let (parts, body) = request.into_parts();
     let mut close = verdict != Verdict::Clean;
-    let served = match (verdict, admission::admit(parts, &runtime, client)) {
+    let served = match (verdict, admission::admit(parts, &runtime, client, interim)) {
         (Verdict::Smuggling(why), _) => errors::rejection(admission::Rejection::BadRequest(why), &runtime),
         (_, Err(rejection)) => {
             // Whatever follows a refused request on this connection is not trusted either.
@@ -142,7 +96,8 @@ fn finish(edge: &Edge, runtime: &Runtime, served: Served) -> Response<Body> {
     headers.insert(X_EDGE_LOCATION, runtime.location.clone());
     headers.append(header::VIA, runtime.via.clone());
     if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+        // RFC 9111 §1.2.2: ages beyond 2^31 are sent as 2^31.
+        headers.insert(header::AGE, HeaderValue::from(age.as_secs().min(2_147_483_648)));
     }
     edge.metrics
         .requests
@@ -165,4 +120,24 @@ fn forwarded_for(headers: &mut HeaderMap, viewer: &admission::Viewer) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert("x-forwarded-for", value);
     }
+}
+
+/// Origin request metrics: latency to the response head, outcome by status or failure.
+fn record_origin(metrics: &Metrics, result: &Result<Fetched, OriginError>, started: Instant) {
+    let (origin, outcome) = match result {
+        Ok(f) => (f.origin.to_string(), f.response.status().as_str().to_owned()),
+        Err(OriginError::Unreachable { origin, .. }) => (origin.to_string(), "unreachable".to_owned()),
+        Err(OriginError::Timeout { origin, .. }) => (origin.to_string(), "timeout".to_owned()),
+        Err(OriginError::Refused { .. }) => return,
+    };
+    metrics
+        .origin_duration
+        .get_or_create(&OriginLabels {
+            origin: origin.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .origin_requests
+        .get_or_create(&OriginOutcomeLabels { origin, outcome })
+        .inc();
 }

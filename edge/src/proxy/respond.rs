@@ -14,17 +14,13 @@ use http_body_util::BodyExt;
 use super::{
     admission::Viewer,
     body::{Body, BoxError},
-    conditional, headers,
+    conditional,
     range::{self, RangeAnswer},
 };
 use crate::{
-    cache::{
-        collapse::{BodyReader, SharedResponse},
-        freshness::http_date,
-        object::CachedObject,
-    },
+    cache::{fill::SharedResponse, freshness::http_date, object::CachedObject, stream::BodyReader},
     metrics::CacheResult,
-    origin::Fetched,
+    origin::{Fetched, strip_hop_by_hop},
 };
 
 /// A response and what `finish` needs to label it.
@@ -196,7 +192,7 @@ pub(crate) fn from_shared(
 ) -> Option<Served> {
     let reader = |range: Option<(u64, u64)>| match reader {
         Some(r) => Some(r.limit(range)),
-        None => shared.body.reader(range),
+        None => shared.body.reader(range, Some(shared.resume.clone())),
     };
     let head = viewer.method == Method::HEAD;
     let len = shared.content_length;
@@ -229,13 +225,11 @@ pub(crate) fn from_shared(
     Some(Served { response, cache, age })
 }
 
-/// An origin response passed through unchanged (uncacheable, or a non-GET method).
-pub(crate) fn from_origin(viewer: &Viewer, fetched: Fetched, keep_set_cookie: bool) -> Served {
+/// An origin response for this viewer alone, passed through unchanged (uncacheable, or a method
+/// other than GET and HEAD): its `Set-Cookie` included.
+pub(crate) fn from_origin(viewer: &Viewer, fetched: Fetched) -> Served {
     let (mut parts, body) = fetched.response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if !keep_set_cookie {
-        parts.headers.remove(header::SET_COOKIE);
-    }
+    strip_hop_by_hop(&mut parts.headers);
     let cache = if parts.status.is_client_error() || parts.status.is_server_error() {
         CacheResult::Error
     } else {

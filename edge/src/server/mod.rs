@@ -1,8 +1,8 @@
 //! Listeners and connections: the data port (hyper HTTP/1.1, keep-alive) and the admin port
 //! (axum), with graceful shutdown: stop accepting, finish in-flight requests within a deadline.
+mod interim;
 mod sniff;
 
-pub(crate) use sniff::Verdict;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{Error, Result},
-    proxy::{self, Edge},
+    proxy,
+    state::Edge,
 };
 
 /// A client (viewer or uploader) has this long to send a complete request head.
@@ -38,10 +39,17 @@ pub(crate) async fn serve_data(
         let limits = edge.runtime().limits.clone();
         let buffer = (limits.max_header_bytes + limits.max_url_bytes).max(16 << 10);
         let (stream, verdicts) = sniff::Guarded::new(stream, buffer);
+        let queue = Arc::new(interim::InterimQueue::default());
+        let stream = interim::WithInterim::new(stream, queue.clone());
         let edge = edge.clone();
         let service = service_fn(move |request| {
-            let (edge, verdict) = (edge.clone(), verdicts.next());
-            async move { Ok::<_, Infallible>(proxy::handle(edge, request, client, verdict).await) }
+            let (edge, verdict, queue) = (edge.clone(), verdicts.next(), queue.clone());
+            let (id, sink) = queue.begin();
+            async move {
+                let response = proxy::handle(edge, request, client, verdict, Some(sink)).await;
+                queue.end(id);
+                Ok::<_, Infallible>(response)
+            }
         });
         http1_builder()
             // Room for a head at the configured limits, so oversize requests get a precise 414/431

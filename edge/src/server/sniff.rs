@@ -18,15 +18,7 @@ use std::{
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What the guard concluded about one request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Clean,
-    /// Serve it, then close the connection (its body was not followed).
-    CloseAfter,
-    /// Refuse it with 400 and close.
-    Smuggling(&'static str),
-}
+use crate::proxy::admission::Verdict;
 
 /// Verdicts in request order, shared between the connection's reader and its service.
 #[derive(Clone, Default)]

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
+use parking_lot::RwLock;
 use percent_encoding::{percent_decode_str, utf8_percent_encode};
 
 use edgefleet_config::{EdgeConfig, Origin};
@@ -39,7 +40,7 @@ use crate::{
     error::{Error, Result},
     metrics::UploadLabels,
     origin::{OriginBody, http::OutgoingBody, s3::KEY_ENCODE},
-    proxy::Edge,
+    state::Edge,
 };
 use bucket::Bucket;
 use errors::{REQUEST_ID, S3Error};
@@ -172,19 +173,22 @@ impl Operation {
     }
 }
 
-/// The upload port's state: the edge (configuration, cache, metrics) and the multipart ledger,
-/// which outlives configuration reloads.
+/// The upload port's state: the edge (cache, metrics), the upload settings of the configuration
+/// in force, and the multipart ledger, which outlives configuration reloads.
 pub(crate) struct Uploads {
     edge: Arc<Edge>,
+    /// Replaced by every reload; `None` once a reload removed the `upload` section.
+    target: RwLock<Option<Arc<Target>>>,
     ledger: Ledger,
     requests: AtomicU64,
     started: u64,
 }
 
 impl Uploads {
-    pub(crate) fn new(edge: Arc<Edge>) -> Self {
+    pub(crate) fn new(edge: Arc<Edge>, target: Option<Target>) -> Self {
         Self {
             edge,
+            target: RwLock::new(target.map(Arc::new)),
             ledger: Ledger::default(),
             requests: AtomicU64::new(0),
             started: SystemTime::now()
@@ -192,6 +196,11 @@ impl Uploads {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
         }
+    }
+
+    /// The upload settings of a newly applied configuration.
+    pub(crate) fn set_target(&self, target: Option<Target>) {
+        *self.target.write() = target.map(Arc::new);
     }
 
     pub(crate) async fn handle(
@@ -239,8 +248,8 @@ impl Uploads {
         request: Request<Incoming>,
         operation_label: &mut &'static str,
     ) -> Result<Response<UploadBody>, S3Error> {
-        let runtime = self.edge.runtime();
-        let Some(target) = runtime.upload.as_ref() else {
+        let target = self.target.read().clone();
+        let Some(target) = target.as_deref() else {
             return Err(S3Error::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",

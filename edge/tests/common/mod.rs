@@ -42,6 +42,8 @@ pub enum BodyMode {
     Gated(usize, Arc<Notify>),
     /// No Content-Length: chunked in pieces of this size.
     Chunked(usize),
+    /// Send the head, then the whole body once the gate opens.
+    HeadThenGate(Arc<Notify>),
 }
 
 /// What the origin answers for a path.
@@ -232,6 +234,31 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
         return builder.status(304).body(full(Bytes::new())).expect("304");
     }
     let mut body = reply.body.clone();
+    // Ranges of whole bodies, conditional on the ETag (as a resuming reader asks for them).
+    if let (BodyMode::Whole, 200, Some(range)) = (&reply.mode, reply.status, parts.headers.get(header::RANGE))
+    {
+        let if_match = parts.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+        if if_match.is_some_and(|tag| Some(tag) != etag.as_deref()) {
+            return builder.status(412).body(full(Bytes::new())).expect("412");
+        }
+        let from = range
+            .to_str()
+            .ok()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|r| r.parse::<usize>().ok());
+        if let Some(from) = from.filter(|f| *f < body.len()) {
+            return builder
+                .status(206)
+                .header(
+                    "content-range",
+                    format!("bytes {from}-{}/{}", body.len() - 1, body.len()),
+                )
+                .header("content-length", body.len() - from)
+                .body(full(body.slice(from..)))
+                .expect("206");
+        }
+    }
     if let Some(name) = &reply.vary_echo {
         let value = parts
             .headers
@@ -285,6 +312,16 @@ async fn answer(state: &OriginState, req: Request<hyper::body::Incoming>) -> Res
                 .header("content-length", body.len())
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .expect("gated")
+        }
+        BodyMode::HeadThenGate(gate) => {
+            let stream = futures::stream::once(async move {
+                gate.notified().await;
+                Ok::<_, std::io::Error>(Frame::data(body))
+            });
+            builder
+                .header("content-length", reply.body.len())
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .expect("gated head")
         }
         BodyMode::Chunked(size) => {
             let pieces: Vec<Result<Frame<Bytes>, std::io::Error>> = body
@@ -349,6 +386,10 @@ impl Resp {
     pub fn x_cache(&self) -> &str {
         self.header("x-cache")
     }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
 }
 
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
@@ -405,7 +446,13 @@ impl Edge {
     ) -> Self {
         let config_path = dir.path().join("edge.yaml");
         let log = std::fs::File::create(dir.path().join("edge.log")).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edgefleet-edge"));
+        // EDGEFLEET_EDGE_BIN runs the tests against another build (an earlier one, to see a new
+        // test fail before its fix).
+        let binary = std::env::var_os("EDGEFLEET_EDGE_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_edgefleet-edge")),
+            PathBuf::from,
+        );
+        let mut command = Command::new(binary);
         command
             .args(args)
             .arg("--shutdown-timeout")

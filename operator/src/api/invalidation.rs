@@ -4,10 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-/// Most paths one Invalidation may list (CloudFront's in-flight limit per distribution).
-pub const MAX_INVALIDATION_PATHS: usize = 3000;
-/// Most wildcard paths one Invalidation may list.
-pub const MAX_WILDCARD_PATHS: usize = 15;
+// The limits and path rules are the edge's admin contract (edgefleet_config::admin): what this
+// schema admits is what every edge accepts.
+use edgefleet_config::admin;
 
 /// The paths to purge. Immutable: a new purge is a new object, so re-applying the same manifest
 /// (a GitOps sync) never runs it again.
@@ -29,8 +28,14 @@ pub const MAX_WILDCARD_PATHS: usize = 15;
 #[x_kube(
     validation = Rule::new("self == oldSelf")
         .message("an Invalidation's spec is immutable: create a new Invalidation for a new purge"),
-    validation = Rule::new("self.paths.filter(p, p.endsWith('*')).size() <= 15")
-        .message("at most 15 wildcard paths per Invalidation"),
+    validation = Rule::new(format!(
+        "self.paths.filter(p, p.endsWith('*')).size() <= {}",
+        admin::MAX_WILDCARD_PATHS
+    ))
+    .message(kube::core::Message::Message(format!(
+        "at most {} wildcard paths per Invalidation",
+        admin::MAX_WILDCARD_PATHS
+    ))),
 )]
 // clippy reads the repeated `printcolumn(type_ = …)` arguments of `#[kube]` as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -39,7 +44,7 @@ pub struct InvalidationSpec {
     #[schemars(length(min = 1, max = 253))]
     pub distribution: String,
     /// Exact paths (`/index.html`) or prefixes ending in `*` (`/images/*`); case-sensitive.
-    #[schemars(length(min = 1, max = MAX_INVALIDATION_PATHS))]
+    #[schemars(length(min = 1, max = admin::MAX_PATHS))]
     pub paths: Vec<InvalidationPath>,
 }
 
@@ -59,8 +64,8 @@ impl schemars::JsonSchema for InvalidationPath {
         schemars::json_schema!({
             "type": "string",
             "minLength": 1,
-            "maxLength": 4000,
-            "pattern": r"^/[^*]*\*?$",
+            "maxLength": admin::MAX_PATH_LEN,
+            "pattern": admin::PATH_PATTERN,
             "description": "A path starting with '/'; '*' is allowed only as the last character.",
         })
     }

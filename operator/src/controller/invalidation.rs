@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgefleet_config::admin::{self, InvalidationRequest};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,8 +26,6 @@ use crate::{Error, Result};
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Edges asked at once.
 const PARALLEL_EDGES: usize = 16;
-/// The edges' admin port when a pod does not name one.
-const DEFAULT_ADMIN_PORT: i32 = 9901;
 
 pub(super) fn controller(
     state: Arc<State>,
@@ -118,7 +117,10 @@ async fn reconcile(inval: Arc<Invalidation>, state: Arc<State>) -> Result<Action
         );
     }
 
-    let body = serde_json::json!({ "id": uid, "paths": inval.spec.paths });
+    let body = InvalidationRequest {
+        id: uid.clone(),
+        paths: inval.spec.paths.iter().map(|p| p.0.clone()).collect(),
+    };
     let unacknowledged: Vec<Edge> = edges
         .iter()
         .filter(|e| !acked.contains(&e.uid))
@@ -189,11 +191,11 @@ async fn purge(
     http: reqwest::Client,
     edges: Vec<Edge>,
     token: String,
-    body: serde_json::Value,
+    body: InvalidationRequest,
 ) -> Vec<(String, std::result::Result<(), String>)> {
     futures::stream::iter(edges.into_iter().map(|edge| {
         let request = http
-            .post(format!("http://{}/invalidations", edge.admin_addr))
+            .post(format!("http://{}{}", edge.admin_addr, admin::INVALIDATIONS_PATH))
             .bearer_auth(&token)
             .json(&body)
             .send();
@@ -252,8 +254,8 @@ fn edge(pod: &Pod) -> Option<Edge> {
         .containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some("admin"))
-        .map_or(DEFAULT_ADMIN_PORT, |p| p.container_port);
+        .find(|p| p.name.as_deref() == Some(admin::PORT_NAME))
+        .map_or(i32::from(admin::DEFAULT_PORT), |p| p.container_port);
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {

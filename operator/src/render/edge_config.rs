@@ -192,6 +192,9 @@ fn behavior(path_pattern: Option<String>, behavior: &CacheBehavior) -> config::B
         compress: behavior.compress,
         allowed_methods: behavior.allowed_methods.iter().copied().map(method).collect(),
         stale_if_error_seconds: u64::from(behavior.stale_if_error_seconds),
+        error_caching: config::ErrorCaching::default(),
+        cache_set_cookie_responses: false,
+        viewer_cache_control: config::ViewerCacheControl::default(),
     }
 }
 

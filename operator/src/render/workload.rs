@@ -23,7 +23,7 @@ use crate::api::{Distribution, Region};
 const EDGE_UID: i64 = 65532;
 /// Node label every node carries with its own name.
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-use edgefleet_config::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV, LISTEN_UPLOAD_ENV};
+use edgefleet_config::{LISTEN_ADMIN_ENV, LISTEN_DATA_ENV, LISTEN_UPLOAD_ENV, admin};
 /// Memory an edge needs besides its cache when `spec.edge.resources` is not given.
 const MIN_OVERHEAD_BYTES: u64 = 64 << 20;
 
@@ -273,7 +273,7 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("admin".to_owned()),
+            port: IntOrString::String(admin::PORT_NAME.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -318,14 +318,14 @@ fn container(name: &str, namespace: &str, region: &Region, pod: &PodInputs) -> C
         ports: Some(
             [
                 port("http", pod.listen.data.port()),
-                port("admin", pod.listen.admin.port()),
+                port(admin::PORT_NAME, pod.listen.admin.port()),
             ]
             .into_iter()
             .chain(pod.listen.upload.map(|a| port(UPLOAD_PORT_NAME, a.port())))
             .collect(),
         ),
-        readiness_probe: Some(probe("/readyz", 2, 2)),
-        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe(admin::READY_PATH, 2, 2)),
+        liveness_probe: Some(probe(admin::HEALTH_PATH, 10, 3)),
         resources: Some(pod.resources.clone()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -13,16 +13,19 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use super::{Loader, Source, from_config_map};
-use crate::{error::Result, proxy::Edge};
+use super::Reloader;
+use crate::{
+    config::{Source, from_config_map},
+    error::Result,
+};
 
 const POLL: Duration = Duration::from_secs(1);
 
-pub(crate) fn spawn_watchers(edge: Arc<Edge>, loader: Arc<Loader>, stop: CancellationToken) -> Result<()> {
+pub(crate) fn spawn_watchers(reloader: Arc<Reloader>, stop: CancellationToken) -> Result<()> {
     let mut hangups = signal(SignalKind::hangup())
         .map_err(|e| crate::error::Error::io("installing the SIGHUP handler", e))?;
     {
-        let (edge, loader, stop) = (edge.clone(), loader.clone(), stop.clone());
+        let (reloader, stop) = (reloader.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -30,18 +33,19 @@ pub(crate) fn spawn_watchers(edge: Arc<Edge>, loader: Arc<Loader>, stop: Cancell
                     received = hangups.recv() => {
                         if received.is_none() { return; }
                         tracing::info!("SIGHUP: reloading the configuration");
-                        let _ = loader.reload(&edge).await;
+                        let _ = reloader.reload().await;
                     }
                 }
             }
         });
     }
     {
-        let (edge, loader, stop) = (edge.clone(), loader.clone(), stop.clone());
-        tokio::spawn(async move { poll_files(&edge, &loader, &stop).await });
+        let (reloader, stop) = (reloader.clone(), stop.clone());
+        tokio::spawn(async move { poll_files(&reloader, &stop).await });
     }
-    if let Source::ConfigMap { api, namespace, name } = &loader.source {
+    if let Source::ConfigMap { api, namespace, name } = &reloader.loader.source {
         let (api, namespace, name) = ((**api).clone(), namespace.clone(), name.clone());
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
@@ -52,10 +56,10 @@ pub(crate) fn spawn_watchers(edge: Arc<Edge>, loader: Arc<Loader>, stop: Cancell
                         None => return,
                         Some(Ok(config_map)) => {
                             let config = from_config_map(&config_map, &namespace, &name);
-                            if config.as_ref().is_ok_and(|c| *c == edge.runtime().config) {
+                            if config.as_ref().is_ok_and(|c| *c == reloader.edge.runtime().config) {
                                 continue;
                             }
-                            let _ = loader.apply_read(&edge, config);
+                            let _ = reloader.apply_read(config);
                         }
                         Some(Err(e)) => tracing::warn!(error = %e, "watching the ConfigMap; retrying"),
                     },
@@ -105,15 +109,16 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-async fn poll_files(edge: &Edge, loader: &Loader, stop: &CancellationToken) {
-    let mut files = watched_files(&loader.source, &edge.runtime().config);
+async fn poll_files(reloader: &Reloader, stop: &CancellationToken) {
+    let source = &reloader.loader.source;
+    let mut files = watched_files(source, &reloader.edge.runtime().config);
     let mut last = fingerprint(&files);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let current_files = watched_files(&loader.source, &edge.runtime().config);
+        let current_files = watched_files(source, &reloader.edge.runtime().config);
         if current_files != files {
             // A reload changed which files matter; start comparing those.
             last = fingerprint(&current_files);
@@ -124,7 +129,7 @@ async fn poll_files(edge: &Edge, loader: &Loader, stop: &CancellationToken) {
         if now != last {
             last = now;
             tracing::info!("a configuration or secret file changed: reloading");
-            let _ = loader.reload(edge).await;
+            let _ = reloader.reload().await;
         }
     }
 }
