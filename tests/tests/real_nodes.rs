@@ -330,7 +330,11 @@ async fn the_chart_runs_the_operator_pod_whose_real_edges_serve_reload_and_purge
     let operator_pod = operator_pods.items.first().expect("an operator pod");
     let spec = operator_pod.spec.as_ref().expect("pod spec");
     if spec.node_name.as_deref() != Some(node.name.as_str()) {
-        panic!("the operator pod is not on {}\n{}", node.name, describe(&setup).await);
+        panic!(
+            "the operator pod is not on {}\n{}",
+            node.name,
+            describe(&setup).await
+        );
     }
     assert_eq!(
         spec.containers[0].image.as_deref(),
@@ -685,7 +689,15 @@ async fn kube_proxy_routes_to(setup: &Setup, node: &RealNode, service: &str, exp
         || async {
             let rules = command(
                 "nsenter",
-                &[&format!("--net=/run/netns/{}", node.netns), "--", "nft", "list", "table", "ip", "kube-proxy"],
+                &[
+                    &format!("--net=/run/netns/{}", node.netns),
+                    "--",
+                    "nft",
+                    "list",
+                    "table",
+                    "ip",
+                    "kube-proxy",
+                ],
             )
             .await;
             Ok(Some(()).filter(|()| service_endpoints(&rules, &setup.ns, service) == expected))
